@@ -1,0 +1,243 @@
+"""The public entry point: :func:`explain` (and the reusable :class:`Explainer`).
+
+========================  =================================================================================
+method                    what it returns at ``layer``
+========================  =================================================================================
+``grad-cam`` ...          plain CAM (Eq. 1 without the ReLU): ``sum_k alpha_k A_k`` of ``layer``'s activations,
+                          at that layer's resolution (``grad-cam``, ``score-cam``, ``layer-cam``,
+                          ``grad-cam++``, ``xgrad-cam``)
+``fg-grad-cam`` ...       FG-CAM (Eq. 2-4, 8): components ``alpha_k A_k`` at ``cam_layer`` (the last module of
+                          ``features`` for VGG, as in the reference), optionally denoised, propagated with the
+                          rules of :mod:`fgcam.rules` to ``layer``, summed over channels
+``lrp``, ``clrp``,        the same rules started from the output relevance of :mod:`fgcam.lrp`
+``sglrp``
+========================  =================================================================================
+
+All maps are signed, before any ReLU or normalisation, ``[B, h, w]`` on the images' device.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from . import components as comp
+from .denoise import denoise_components, rank_for
+from .graph import explaining, leaf_names, record, resolve_leaf
+from .lrp import output_relevance
+from .propagation import propagate, resolve_bounds
+
+
+@dataclass(frozen=True)
+class Method:
+    """A method's recipe: its family (``cam``, ``fg`` or ``lrp``) and its base (weights or output relevance)."""
+
+    name: str
+    family: str
+    base: str
+
+    @property
+    def needs_gradient(self) -> bool:
+        return self.base in _GRADIENT_BASES
+
+
+_GRADIENT_BASES = {"grad-cam": comp.grad_cam_weights, "grad-cam++": comp.grad_cam_pp_weights,
+                   "xgrad-cam": comp.xgrad_cam_weights, "layer-cam": None}
+_CAM_BASES = ("grad-cam", "score-cam", "layer-cam", "grad-cam++", "xgrad-cam")
+
+#: Every method :func:`explain` accepts, by name.
+METHODS: dict[str, Method] = {
+    **{b: Method(b, "cam", b) for b in _CAM_BASES},
+    **{f"fg-{b}": Method(f"fg-{b}", "fg", b) for b in _CAM_BASES},
+    **{k: Method(k, "lrp", k) for k in ("lrp", "clrp", "sglrp")},
+}
+
+_OPTIONS = {"zb_bounds": "image", "bn": "pass", "score_batch_size": 32, "rules": None}
+
+
+def default_cam_layer(model: nn.Module) -> str:
+    """The reference's CAM layer: the last module of ``model.features`` (VGG's last max-pool)."""
+    features = getattr(model, "features", None)
+    if isinstance(features, nn.Sequential) and len(features) > 0:
+        return resolve_leaf(model, "features")
+    raise ValueError(f"{type(model).__name__} has no 'features' sequence, so fgcam cannot choose the CAM layer: "
+                     "pass cam_layer='<module name>' (the last convolutional block's output)")
+
+
+def _check_images(model: nn.Module, images) -> None:
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"images must be a torch.Tensor [B, C, H, W]; got {type(images).__name__}")
+    conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    channels = conv.in_channels if conv is not None else images.shape[1] if images.ndim == 4 else 3
+    if images.ndim != 4 or images.shape[1] != channels:
+        hint = " (add a batch dimension: images[None])" if images.ndim == 3 else ""
+        raise ValueError(f"images must have shape [B, {channels}, H, W]; got {list(images.shape)}{hint}")
+    if not images.is_floating_point():
+        raise TypeError(f"images must be a floating-point tensor (normalised as the model expects); got {images.dtype}")
+    if images.shape[0] == 0:
+        raise ValueError("images is an empty batch")
+    if not bool(torch.isfinite(images).all()):
+        bad = (~torch.isfinite(images)).flatten(1).any(1).nonzero().flatten().tolist()
+        raise ValueError(f"images contain NaN or Inf (images {bad} of the batch)")
+
+
+def _targets(target, logits: torch.Tensor) -> torch.Tensor:
+    b, k = logits.shape
+    if target is None:
+        return logits.argmax(dim=1)
+    t = torch.as_tensor(target, device=logits.device)
+    if t.is_floating_point() or t.is_complex():
+        raise TypeError(f"target must be an int or integer tensor; got {t.dtype}")
+    t = t.long().reshape(-1)
+    if t.numel() == 1:
+        t = t.expand(b)
+    if t.numel() != b:
+        raise ValueError(f"target has {t.numel()} entries for a batch of {b} images")
+    if bool(((t < 0) | (t >= k)).any()):
+        raise ValueError(f"target {t.tolist()} out of range: the model has {k} classes (0..{k - 1})")
+    return t.contiguous()
+
+
+class Explainer:
+    """Reusable explainer for one model: ``Explainer(model)(images, "fg-grad-cam", "features.13")``.
+
+    Holds the options (``zb_bounds``, ``bn``, ``score_batch_size``, ``rules``) and the CAM layer; every call
+    records one forward pass and leaves the model as it found it (mode, in-place flags, hooks).
+    """
+
+    def __init__(self, model: nn.Module, cam_layer: str | None = None, **options):
+        unknown = set(options) - set(_OPTIONS)
+        if unknown:
+            raise TypeError(f"unknown option(s) {sorted(unknown)}; valid options: {sorted(_OPTIONS)}")
+        self.model = model
+        self.options = {**_OPTIONS, **options}
+        if self.options["bn"] not in ("pass", "fold"):
+            raise ValueError(f"bn must be 'pass' (reference) or 'fold'; got {self.options['bn']!r}")
+        self.cam_layer = cam_layer
+
+    def _layer(self, layer: str) -> str:
+        if not isinstance(layer, str):
+            raise TypeError(f"layer must be a module name or 'input'; got {layer!r}")
+        return "input" if layer == "input" else resolve_leaf(self.model, layer)
+
+    def __call__(self, images: torch.Tensor, method: str, layer: str, target=None, denoise=False) -> torch.Tensor:
+        return self.explain(images, method, layer, target=target, denoise=denoise)
+
+    def explain(self, images, method, layer, target=None, denoise=False) -> torch.Tensor:
+        """See :func:`fgcam.explain`."""
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}; valid methods: {', '.join(METHODS)}")
+        m = METHODS[method]
+        _check_images(self.model, images)
+        leaf = self._layer(layer)
+        if m.family == "cam" and leaf == "input":
+            raise ValueError(f"{method} is a plain CAM method and needs a hidden layer (e.g. 'features.13'); "
+                             "for input-resolution maps use fg-" + method + " or lrp/clrp/sglrp")
+        if denoise and m.family != "fg":
+            raise ValueError(f"denoise applies to FG-CAM methods only, not {method}")
+        with explaining(self.model):
+            if m.family == "cam":
+                return self._cam(images, m, leaf, target)
+            if m.family == "fg":
+                return self._fg(images, m, leaf, target, denoise)
+            return self._lrp(images, m, leaf, target)
+
+    # -- the three families -------------------------------------------------------------------------------
+    def _activation_and_gradient(self, images, m: Method, at: str, store_from, target):
+        """One forward pass; returns (trace, A at ``at``, gradient of the target logit at ``at`` or None, target)."""
+        grad = m.needs_gradient
+        trace = record(self.model, images, store_from=store_from, grad_at=at if grad else None,
+                       keep_outputs=() if grad else (at,))
+        t = _targets(target, trace.logits)
+        if grad:
+            (G,) = torch.autograd.grad(trace.logits.gather(1, t[:, None]).sum(), trace.cut)
+            A = trace.cut.detach()
+        else:
+            A, G = trace.outputs[at], None
+        if A.ndim != 4:
+            raise ValueError(f"CAM layer {at!r} outputs shape {list(A.shape)}; CAM methods need [B, C, h, w]")
+        return trace, A, G, t
+
+    def _components(self, images, m: Method, A, G, t) -> torch.Tensor:
+        if m.base == "layer-cam":
+            return comp.layer_cam_components(A, G)
+        if m.base == "score-cam":
+            w = comp.score_cam_weights(self.model, images, A, t, self.options["score_batch_size"])
+        else:
+            w = _GRADIENT_BASES[m.base](A, G)
+        return w[:, :, None, None] * A
+
+    def components(self, images: torch.Tensor, method: str, target=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Explanation components ``I_k = alpha_k A_k`` (Eq. 3) at the CAM layer, before denoising.
+
+        ``method`` is a base (``"grad-cam"``) or FG method name; returns ``(I [B, C, h, w], target [B])``.
+        """
+        m = METHODS.get(method if method.startswith("fg-") else f"fg-{method}")
+        if m is None:
+            raise ValueError(f"unknown CAM method {method!r}; valid: {', '.join(_CAM_BASES)}")
+        _check_images(self.model, images)
+        with explaining(self.model):
+            _, A, G, t = self._activation_and_gradient(images, m, self._cam_leaf(), None, target)
+            return self._components(images, m, A, G, t).detach(), t
+
+    def _cam_leaf(self) -> str:
+        if self.cam_layer:
+            return resolve_leaf(self.model, self.cam_layer, "cam_layer")
+        return default_cam_layer(self.model)
+
+    def _cam(self, images, m, leaf, target):
+        trace, A, G, t = self._activation_and_gradient(images, m, leaf, None, target)
+        return self._components(images, m, A, G, t).sum(dim=1).detach()
+
+    def _propagate(self, trace, relevance, start, leaf, images):
+        bounds = resolve_bounds(self.options["zb_bounds"], images) if leaf == "input" else None
+        r = propagate(trace, relevance, start, leaf, bounds=bounds, fold_bn=self.options["bn"] == "fold",
+                      rules=self.options["rules"])
+        if r.ndim != 4:
+            raise ValueError(f"layer {leaf!r} outputs shape {list(r.shape)}; a map needs [B, C, h, w]")
+        return r.sum(dim=1).detach()
+
+    def _fg(self, images, m, leaf, target, denoise):
+        cam = self._cam_leaf()
+        trace, A, G, t = self._activation_and_gradient(images, m, cam, leaf, target)
+        if leaf != "input" and trace.index(leaf) > trace.index(cam):
+            raise ValueError(f"layer {leaf!r} lies above the CAM layer {cam!r}: FG-CAM refines towards the input")
+        I = self._components(images, m, A, G, t)
+        rank = rank_for(denoise, I.shape[1], I.shape[2] * I.shape[3])
+        if rank is not None:
+            I = denoise_components(I, rank)
+        return self._propagate(trace, I, cam, leaf, images)
+
+    def _lrp(self, images, m, leaf, target):
+        trace = record(self.model, images, store_from=leaf)
+        t = _targets(target, trace.logits)
+        return self._propagate(trace, output_relevance(trace.logits, t, m.base), trace.steps[-1].name, leaf, images)
+
+
+def explain(model: nn.Module, images: torch.Tensor, method: str, layer: str, target=None, denoise=False,
+            cam_layer: str | None = None, **options) -> torch.Tensor:
+    """Explain ``model``'s decision on ``images`` with ``method``, at the output of module ``layer``.
+
+    Parameters
+    ----------
+    model: a CNN whose forward pass is a chain of modules (VGG); left exactly as it was (mode, hooks).
+    images: ``[B, C, H, W]`` float tensor, normalised as the model expects; finite.
+    method: one of :data:`METHODS` (``"fg-grad-cam"``, ``"grad-cam"``, ``"lrp"``, ...).
+    layer: module name (``"features.13"``) whose output the map lives at, or ``"input"``.
+    target: ``None`` (each image's predicted class), an int, or a ``[B]`` integer tensor.
+    denoise: FG-CAM only. ``False``; ``True`` = the reference's rank ``int(0.1 * min(C, HW))``; an int = that rank.
+    cam_layer: FG-CAM only: where the components are taken (default: last module of ``features``).
+        Ignored by the plain CAM methods, which work at ``layer``.
+    options: ``zb_bounds`` (``"image"``: per-image global min/max as the reference; ``("box", mean, std)``;
+        ``(low, high)``), ``bn`` (``"pass"`` as the reference, or ``"fold"`` into the preceding conv),
+        ``score_batch_size`` (masked images per forward pass for Score-CAM), ``rules`` (extra type -> rule).
+
+    Returns
+    -------
+    ``[B, h, w]`` float tensor on the images' device: the signed map, before any ReLU or normalisation.
+    """
+    return Explainer(model, cam_layer=cam_layer, **options).explain(images, method, layer, target, denoise)
+
+
+__all__ = ["METHODS", "Method", "Explainer", "explain", "default_cam_layer", "leaf_names"]

@@ -1,0 +1,32 @@
+"""Output-layer relevances of LRP, CLRP and SGLRP.
+
+The three methods differ only in the relevance they put on the output layer (paper, related work); the same rules
+(z+ in hidden layers, z^B at the input) then carry it to the input.  All rules are linear in the relevance, so a
+signed output relevance gives the difference of the target's and the "dual" explanations in one pass.
+
+* LRP (Bach et al. 2015): ``R_n = z_t`` for the target t, 0 otherwise (z = logits).
+* CLRP (Gu, Yang and Tresp 2018), the dual virtual class made of all other classes:
+  ``R_t = z_t`` and ``R_n = -z_t / (K - 1)`` for n != t.
+* SGLRP (Iwana, Kuroki and Uchida 2019), the gradient of the softmax output ``p_t``:
+  ``R_t = p_t (1 - p_t)`` and ``R_n = -p_t p_n`` for n != t.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+KINDS = ("lrp", "clrp", "sglrp")
+
+
+def output_relevance(logits: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
+    """``[B, K]`` initial relevance at the logits for ``kind`` in :data:`KINDS`."""
+    onehot = F.one_hot(target, logits.shape[1]).to(logits.dtype)
+    z_t = logits.gather(1, target[:, None])
+    if kind == "lrp":
+        return onehot * z_t
+    if kind == "clrp":
+        return onehot * z_t - (1 - onehot) * z_t / (logits.shape[1] - 1)
+    if kind == "sglrp":
+        p = torch.softmax(logits, dim=1)
+        return p.gather(1, target[:, None]) * (onehot - p)
+    raise ValueError(f"unknown output relevance {kind!r}; valid: {KINDS}")

@@ -1,0 +1,185 @@
+"""Relevance propagation rules, one small object per module type (paper Eq. 5-7).
+
+A rule maps the relevance ``r`` at a module's output to the relevance at its input, given the input ``x`` the
+module received on the clean forward pass.  All rules are linear in ``r``, and every division uses
+``0 / 0 := 0`` with no epsilon, exactly as the authors' reference code (see ``../shared/golden/README.md``):
+relevance whose denominator is exactly zero is dropped.
+
+=====================  ==========================================================================================
+module                 rule
+=====================  ==========================================================================================
+Conv2d, Linear         :class:`ZPlus` (Eq. 5-6): ``z_ij = a_i^+ w_ij^+ + a_i^- w_ij^-``, bias ignored
+first Conv2d           :class:`ZBox` (Eq. 7): the z^B rule with input bounds ``l, h``
+MaxPool2d              :class:`PoolLRP0`: LRP-0 on the clamped input, i.e. all of a window's relevance to
+                       its arg-max (the one PyTorch picks)
+Avg/AdaptiveAvgPool2d  :class:`PoolLRP0`, which is z+ for the pool's (positive, uniform) weights
+ReLU, BatchNorm2d, ...  :class:`Pass`: relevance unchanged (BatchNorm may instead be folded into the conv before it)
+=====================  ==========================================================================================
+
+New module types are supported by adding an entry to :data:`RULES` (or passing ``rules=`` to the propagation).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def safe_divide(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+    """``num / den`` with ``0 / 0 := 0`` (in fact ``x / 0 := 0`` for any x), no epsilon: the reference's division."""
+    zero = den == 0
+    return torch.where(zero, torch.zeros_like(num), num / torch.where(zero, torch.ones_like(den), den))
+
+
+def relprop_linear(fn, inputs: tuple[torch.Tensor, ...], r: torch.Tensor) -> torch.Tensor:
+    """The generic LRP step: ``Z = fn(*inputs)``, ``R_in = sum_k inputs_k * d<Z, R/Z>/d inputs_k``.
+
+    ``fn`` is linear in each input, so ``inputs_k * grad_k`` splits ``Z`` into the contributions of the inputs and
+    each gets its share of ``R / Z`` (``0 / 0 := 0``).  One forward and one backward of ``fn``.
+    """
+    inputs = tuple(t.detach().requires_grad_(True) for t in inputs)
+    with torch.enable_grad():
+        z = fn(*inputs)
+    s = safe_divide(r.reshape(z.shape), z.detach())
+    grads = torch.autograd.grad(z, inputs, s)
+    out = inputs[0].detach() * grads[0]
+    for t, g in zip(inputs[1:], grads[1:]):
+        out = out + t.detach() * g
+    return out
+
+
+@dataclass
+class Context:
+    """What a rule may need besides the module, its input and the relevance.
+
+    ``first``: the module receives the model's input (so the z^B rule applies); ``bounds``: the z^B bounds
+    ``(low, high)`` broadcastable to the input; ``following``: the module that ran right after this one (for BN
+    folding); ``fold_bn``: fold a following BatchNorm2d into this layer's weights.
+    """
+
+    first: bool = False
+    bounds: tuple[torch.Tensor, torch.Tensor] | None = None
+    following: nn.Module | None = None
+    fold_bn: bool = False
+
+
+def _linear_map(module: nn.Module):
+    """``(weight, fn)`` with ``fn(x, w)`` the module's linear map without bias (conv, linear or average pool)."""
+    if isinstance(module, nn.Conv2d):
+        return module.weight, lambda x, w: module._conv_forward(x, w, None)
+    if isinstance(module, nn.Linear):
+        return module.weight, lambda x, w: F.linear(x, w)
+    raise TypeError(type(module).__name__)
+
+
+def _folded(weight: torch.Tensor, ctx: Context) -> torch.Tensor:
+    bn = ctx.following
+    if ctx.fold_bn and isinstance(bn, nn.BatchNorm2d) and weight.ndim == 4:
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps) if bn.affine else 1.0 / torch.sqrt(
+            bn.running_var + bn.eps)
+        return weight * scale.view(-1, 1, 1, 1)
+    return weight
+
+
+class Rule:
+    """Base class: ``relprop(module, x, r, ctx)`` returns the relevance at the module's input."""
+
+    def relprop(self, module: nn.Module, x: torch.Tensor, r: torch.Tensor, ctx: Context) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class Pass(Rule):
+    """Relevance passes unchanged (ReLU, BatchNorm2d as in the reference, Dropout, Identity, Flatten)."""
+
+    def relprop(self, module, x, r, ctx):
+        return r.reshape(x.shape)
+
+
+class ZPlus(Rule):
+    """z+ rule with the negative-input branch, bias ignored (paper Eq. 5-6; reference ``Conv2d.IR``).
+
+    ``Z_j = sum_i a_i^+ w_ij^+ + a_i^- w_ij^-``, ``R_i = a_i^+ sum_j w_ij^+ R_j / Z_j + a_i^- sum_j w_ij^- R_j / Z_j``.
+    For non-negative inputs (after ReLU or max-pool) the second branch is zero and is skipped.
+    """
+
+    def relprop(self, module, x, r, ctx):
+        weight, fn = _linear_map(module)
+        weight = _folded(weight.detach(), ctx)
+        wp = weight.clamp(min=0)
+        if bool((x < 0).any()):
+            wn = weight.clamp(max=0)
+            return relprop_linear(lambda a, b: fn(a, wp) + fn(b, wn), (x.clamp(min=0), x.clamp(max=0)), r)
+        return relprop_linear(lambda a: fn(a, wp), (x,), r)
+
+
+class ZBox(Rule):
+    """z^B rule for the first layer (paper Eq. 7; reference ``Conv2d.IR`` with 3 input channels).
+
+    ``Z_j = sum_i x_i w_ij - l_i w_ij^+ - h_i w_ij^-``, ``R_i = (x_i w_ij - l_i w_ij^+ - h_i w_ij^-) / Z_j R_j``
+    summed over j, bias ignored.  ``ctx.bounds = (low, high)`` broadcast to the input's shape (zero padding applies
+    to the bound images as to the input, as in the reference).
+    """
+
+    def relprop(self, module, x, r, ctx):
+        if ctx.bounds is None:
+            raise ValueError("the z^B rule needs input bounds")
+        weight, fn = _linear_map(module)
+        weight = _folded(weight.detach(), ctx)
+        wp, wn = weight.clamp(min=0), weight.clamp(max=0)
+        low, high = (b.expand_as(x) for b in ctx.bounds)
+
+        return relprop_linear(lambda a, lo, hi: fn(a, weight) - fn(lo, wp) - fn(hi, wn), (x, low, high), r)
+
+
+class PoolLRP0(Rule):
+    """Pooling rule of the reference: LRP-0 on the clamped input.
+
+    ``X+ = max(X, 0)``, ``Y = pool(X+)``, ``R_in = X+ * grad(Y . (R / Y))`` with ``R / Y := 0`` where ``Y == 0``.
+    For a max-pool all of a window's relevance goes to its arg-max (the one PyTorch picks); a window whose maximum
+    is 0 drops its relevance (this matters after denoising, which puts relevance where the activation is 0).  For
+    an average pool, whose weights are positive, this is the z+ rule.
+    """
+
+    def relprop(self, module, x, r, ctx):
+        return relprop_linear(module, (x.clamp(min=0),), r)
+
+
+#: Module type -> rule for hidden layers (z+ everywhere, as in the paper and the reference code).
+RULES: dict[type, Rule] = {
+    nn.Conv2d: ZPlus(),
+    nn.Linear: ZPlus(),
+    nn.MaxPool2d: PoolLRP0(),
+    nn.AvgPool2d: PoolLRP0(),
+    nn.AdaptiveAvgPool2d: PoolLRP0(),
+    nn.ReLU: Pass(),
+    nn.BatchNorm2d: Pass(),
+    nn.Dropout: Pass(),
+    nn.Identity: Pass(),
+    nn.Flatten: Pass(),
+}
+
+#: Module type -> rule for the module that receives the model's input.
+FIRST_RULES: dict[type, Rule] = {nn.Conv2d: ZBox(), nn.Linear: ZBox()}
+
+
+class UnsupportedModuleError(TypeError):
+    """A module on the propagation path has no rule."""
+
+
+def rule_for(name: str, module: nn.Module, first: bool, rules: dict | None = None,
+             first_rules: dict | None = None) -> Rule:
+    """The rule for ``module`` (exact type first, then base classes); an error names the module otherwise."""
+    table = {**RULES, **(rules or {})}
+    if first:
+        table = {**table, **FIRST_RULES, **(first_rules or {})}
+    for cls in type(module).__mro__:
+        if cls in table:
+            return table[cls]
+    raise UnsupportedModuleError(
+        f"module {name!r} of type {type(module).__name__} lies on the propagation path and fgcam has no rule for "
+        f"it (supported: {', '.join(sorted(c.__name__ for c in table))}); add one to fgcam.rules.RULES")

@@ -1,0 +1,74 @@
+"""Shared test fixtures: the golden tensors of the authors' reference code, and small models."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+SHARED = Path(os.environ.get("FGCAM_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
+GOLDEN = SHARED / "golden" / "fgcam_golden.safetensors"
+GOLDEN_CFG = [8, 8, "M", 16, 16, "M", 32, 32, 32, "M", 32, 32, 32, "M", 32, 32, 32, "M"]
+
+torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+
+
+class GoldenVGG(nn.Module):
+    """The golden model exactly as ``../shared/golden/README.md`` describes it (official ``VGG.forward``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = torchvision.models.vgg.make_layers(GOLDEN_CFG, batch_norm=True)
+        self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
+        self.classifier = nn.Sequential(nn.Linear(1568, 64), nn.ReLU(inplace=True), nn.Linear(64, 10))
+
+    def forward(self, x):
+        x = self.avgpool(self.features(x))
+        x = x.view(x.shape[0], -1)
+        return self.classifier(x)
+
+
+@pytest.fixture(scope="session")
+def golden():
+    """All golden tensors (dict name -> tensor). Fails, never skips, when the file is missing."""
+    from safetensors.torch import load_file
+    if not GOLDEN.exists():
+        pytest.fail(f"golden file {GOLDEN} is missing: the tests need ../shared/golden beside the checkout "
+                    "(or FGCAM_SHARED=<folder holding golden/>)")
+    return load_file(str(GOLDEN))
+
+
+@pytest.fixture()
+def golden_model(golden):
+    model = GoldenVGG()
+    state = {k[len("model."):]: (v.long() if k.endswith("num_batches_tracked") else v)
+             for k, v in golden.items() if k.startswith("model.")}
+    model.load_state_dict(state, strict=True)
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def random_vgg16_bn():
+    """torchvision VGG16-BN with seeded random weights and non-trivial BatchNorm statistics, in eval mode."""
+    torch.manual_seed(0)
+    model = torchvision.models.vgg16_bn(weights=None)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_(0, 0.1)
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def smooth_images():
+    """Two smooth random 224x224 'images' (normalised scale), seeded."""
+    g = torch.Generator().manual_seed(1)
+    low = torch.randn(2, 3, 28, 28, generator=g)
+    x = torch.nn.functional.interpolate(low, size=(224, 224), mode="bicubic", align_corners=False)
+    return 0.9 * x + 0.15 * torch.randn(2, 3, 224, 224, generator=g)
