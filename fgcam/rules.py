@@ -29,8 +29,7 @@ from torch import nn
 
 def safe_divide(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
     """``num / den`` with ``0 / 0 := 0`` (in fact ``x / 0 := 0`` for any x), no epsilon: the reference's division."""
-    zero = den == 0
-    return torch.where(zero, torch.zeros_like(num), num / torch.where(zero, torch.ones_like(den), den))
+    return (num / den).masked_fill_(den == 0, 0)
 
 
 def relprop_linear(fn, inputs: tuple[torch.Tensor, ...], r: torch.Tensor) -> torch.Tensor:
@@ -111,7 +110,7 @@ class ZPlus(Rule):
         weight, fn = _linear_map(module)
         weight = _folded(weight.detach(), ctx)
         wp = weight.clamp(min=0)
-        if bool((x < 0).any()):
+        if bool(x.min() < 0):
             wn = weight.clamp(max=0)
             return relprop_linear(lambda a, b: fn(a, wp) + fn(b, wn), (x.clamp(min=0), x.clamp(max=0)), r)
         return relprop_linear(lambda a: fn(a, wp), (x,), r)
@@ -146,7 +145,7 @@ class PoolLRP0(Rule):
     """
 
     def relprop(self, module, x, r, ctx):
-        return relprop_linear(module, (x.clamp(min=0),), r)
+        return relprop_linear(module, (x.clamp(min=0) if bool(x.min() < 0) else x,), r)
 
 
 #: Module type -> rule for hidden layers (z+ everywhere, as in the paper and the reference code).
