@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.fgcam-installed
 WSTATIC := book/_wstatic
 
-.PHONY: test book install vendor bench clean
+.PHONY: test book install vendor chromium bench clean
 
 install: $(STAMP)
 
@@ -16,8 +16,12 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
-test: $(STAMP)
+test: $(STAMP) $(WSTATIC)/.vendored chromium
 	$(PY) -m pytest tests book --nbval-lax --ignore=book/_build -p no:cacheprovider
+
+# Headless Chromium (Debian package) for the test that renders built pages.
+chromium:
+	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; }
 
 # MathJax and the ipywidgets HTML manager, vendored from npm so the built book works without internet.
 $(WSTATIC)/.vendored: book/package.json book/package-lock.json

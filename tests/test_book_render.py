@@ -1,0 +1,61 @@
+"""The built book renders offline in headless Chromium: MathJax typesets the math and a figure is shown.
+
+A two-page copy of the book (``intro.md`` with math, ``quickstart.ipynb`` with a figure) is built with the real
+``_config.yml`` and the vendored JavaScript (``make vendor``), then each page is loaded from disk in Chromium with
+all network access disabled, and the rendered DOM is inspected.
+"""
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BOOK = Path(__file__).resolve().parents[1] / "book"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    if not (BOOK / "_wstatic" / "mathjax" / "tex-mml-chtml.js").exists():
+        pytest.fail("book/_wstatic is missing: run `make vendor` (make test does it)")
+    root = tmp_path_factory.mktemp("book")
+    for name in ("_config.yml", "intro.md", "quickstart.ipynb"):
+        shutil.copy(BOOK / name, root / name)
+    shutil.copytree(BOOK / "_wstatic", root / "_wstatic")
+    (root / "_toc.yml").write_text("format: jb-book\nroot: intro\nchapters:\n  - file: quickstart\n")
+    jb = Path(sys.executable).with_name("jupyter-book")
+    run = subprocess.run([str(jb), "build", str(root), "-W", "-n", "--keep-going"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return root / "_build" / "html"
+
+
+def _dom(page: Path, tmp_path) -> str:
+    if CHROMIUM is None:
+        pytest.fail("chromium is not installed (make test installs the Debian package)")
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={tmp_path / 'profile'}", "--proxy-server=127.0.0.1:9", "--virtual-time-budget=15000",
+           "--dump-dom", page.as_uri()]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
+
+
+def test_no_cdn_scripts(built):
+    for page in ("intro.html", "quickstart.html"):
+        html = (built / page).read_text()
+        remote = re.findall(r'<script[^>]+src="(https?://[^"]+)"', html)
+        assert not remote, f"{page} loads scripts from the network: {remote}"
+
+
+def test_math_is_typeset(built, tmp_path):
+    dom = _dom(built / "intro.html", tmp_path)
+    assert "<mjx-container" in dom, "MathJax did not typeset the math offline"
+
+
+def test_figure_is_shown(built, tmp_path):
+    dom = _dom(built / "quickstart.html", tmp_path)
+    images = re.findall(r'<img[^>]+src="([^"]+\.png)"', dom)
+    assert images, "no figure in the rendered quickstart page"
+    assert all((built / src).exists() for src in images), images
+    assert "<mjx-container" in dom
