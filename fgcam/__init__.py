@@ -5,6 +5,7 @@
 """
 from .explain import METHODS, Explainer, default_cam_layer, explain
 from .graph import leaf_names
+from . import data, models  # noqa: E402  (fgcam.data.make_shapes, fgcam.models.load)
 
 __version__ = "0.1.0"
-__all__ = ["METHODS", "Explainer", "default_cam_layer", "explain", "leaf_names", "__version__"]
+__all__ = ["data", "models", "METHODS", "Explainer", "default_cam_layer", "explain", "leaf_names", "__version__"]

@@ -1,7 +1,7 @@
 """Denoising of explanation components (FG-CAM_D): low-rank SVD of the channel-centred C x HW matrix.
 
 The paper's text says the top 10 singular values are kept; the authors' code keeps ``int(0.1 * min(C, H*W))``
-(``FG_CAM.svd``), which is 51 for VGG16-BN's 512 x 49 components and 3 for the golden model's 32 x 49.  fgcam's
+(``FG_CAM.svd``), which is 4 for VGG16-BN's 512 x 49 components and 3 for the golden model's 32 x 49.  fgcam's
 ``denoise=True`` follows the code (the spec); ``denoise=10`` keeps 10, as the text says.
 """
 from __future__ import annotations

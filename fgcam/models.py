@@ -28,7 +28,7 @@ from torchvision.models.vgg import make_layers
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 SHAPES_NAME = "shapes-vgg16bn"
-NAMES = (SHAPES_NAME, "vgg16_bn")
+NAMES = (SHAPES_NAME, "vgg16_bn", "resnet18", "resnet50", "mobilenet_v2")
 TRAIN_COMMAND = "python -m fgcam.train_shapes"
 
 # torchvision's vgg16_bn cfg "D" is [64,64,M,128,128,M,256x3,M,512x3,M,512x3,M];
@@ -123,13 +123,18 @@ def load(name: str, device=None) -> nn.Module:
     """Build model ``name``, load its weights and return it in eval mode.
 
     ``"shapes-vgg16bn"`` reads the bundled safetensors file (no pickle);
-    ``"vgg16_bn"`` is delegated to ``fgcam.imagenet.load_vgg16_bn``.
+    ``"vgg16_bn"`` is delegated to ``fgcam.imagenet.load_vgg16_bn``; ``"resnet18"``, ``"resnet50"`` and
+    ``"mobilenet_v2"`` to ``fgcam.zoo.load_torchvision`` (ImageNet weights from the local torch hub cache).
     """
     _check_name(name)
     if name == "vgg16_bn":
         from fgcam.imagenet import load_vgg16_bn
 
         return load_vgg16_bn(device=device)
+    if name in ("resnet18", "resnet50", "mobilenet_v2"):
+        from fgcam.zoo import load_torchvision
+
+        return load_torchvision(name).to(device or "cpu")
 
     from safetensors.torch import load_file
 
