@@ -7,13 +7,18 @@ method                    what it returns at ``layer``
                           at that layer's resolution (``grad-cam``, ``score-cam``, ``layer-cam``,
                           ``grad-cam++``, ``xgrad-cam``)
 ``fg-grad-cam`` ...       FG-CAM (Eq. 2-4, 8): components ``alpha_k A_k`` at ``cam_layer`` (the last module of
-                          ``features`` for VGG, as in the reference), optionally denoised, propagated with the
+                          ``features`` for VGG, as in the reference; see :func:`default_cam_layer` for other
+                          families), optionally denoised, propagated with the
                           rules of :mod:`fgcam.rules` to ``layer``, summed over channels
 ``lrp``, ``clrp``,        the same rules started from the output relevance of :mod:`fgcam.lrp`
 ``sglrp``
 ========================  =================================================================================
 
 All maps are signed, before any ReLU or normalisation, ``[B, h, w]`` on the images' device.
+
+Supported models: CNNs whose forward pass is a graph of leaf modules with rules (:mod:`fgcam.rules`): plain chains
+(VGG, MobileNet V1) and residual networks whose additions :mod:`fgcam.canonizers` makes visible (torchvision
+ResNet and MobileNet V2, the MobileNet V2 of :mod:`fgcam.zoo`).  The model is left exactly as it was.
 """
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ import torch
 from torch import nn
 
 from . import components as comp
+from .canonizers import canonized
 from .denoise import denoise_components, rank_for
 from .graph import explaining, leaf_names, record, resolve_leaf
 from .lrp import output_relevance
@@ -57,12 +63,26 @@ _OPTIONS = {"zb_bounds": "image", "bn": "pass", "score_batch_size": 32, "rules":
 
 
 def default_cam_layer(model: nn.Module) -> str:
-    """The reference's CAM layer: the last module of ``model.features`` (VGG's last max-pool)."""
+    """The CAM layer used when ``cam_layer`` is not given: the output of the last convolutional stage.
+
+    * a ``features`` sequence (VGG, as the reference: its last max-pool ``"features.43"``; torchvision's
+      MobileNet V2: ``"features.18.2"``; the MobileNets of :mod:`fgcam.zoo`: their last ``ReLU6``): the name of
+      the last leaf module of ``features``, or ``"features"`` itself when that leaf exists only while explaining
+      (a residual block's addition);
+    * torchvision ResNet (a ``layer4`` stage): ``"layer4"``, the output of its last residual block.
+    """
     features = getattr(model, "features", None)
     if isinstance(features, nn.Sequential) and len(features) > 0:
-        return resolve_leaf(model, "features")
-    raise ValueError(f"{type(model).__name__} has no 'features' sequence, so fgcam cannot choose the CAM layer: "
-                     "pass cam_layer='<module name>' (the last convolutional block's output)")
+        last, module = next(reversed(features._modules.items()))
+        if not any(True for _ in module.children()):
+            return f"features.{last}"             # a leaf (VGG's "features.43"): no need to canonize
+        with canonized(model):
+            leaf = resolve_leaf(model, "features")
+        return "features" if ".fgcam_" in f".{leaf}" else leaf
+    if isinstance(getattr(model, "layer4", None), nn.Module):
+        return "layer4"
+    raise ValueError(f"{type(model).__name__} has no 'features' sequence nor a ResNet 'layer4', so fgcam cannot "
+                     "choose the CAM layer: pass cam_layer='<module name>' (the last convolutional block's output)")
 
 
 def _check_images(model: nn.Module, images) -> None:
@@ -130,13 +150,13 @@ class Explainer:
             raise ValueError(f"unknown method {method!r}; valid methods: {', '.join(METHODS)}")
         m = METHODS[method]
         _check_images(self.model, images)
-        leaf = self._layer(layer)
-        if m.family == "cam" and leaf == "input":
+        if m.family == "cam" and layer == "input":
             raise ValueError(f"{method} is a plain CAM method and needs a hidden layer (e.g. 'features.13'); "
                              "for input-resolution maps use fg-" + method + " or lrp/clrp/sglrp")
         if denoise and m.family != "fg":
             raise ValueError(f"denoise applies to FG-CAM methods only, not {method}")
-        with explaining(self.model):
+        with explaining(self.model):           # names resolve on the canonized model (a block's output leaf)
+            leaf = self._layer(layer)
             if m.family == "cam":
                 return self._cam(images, m, leaf, target)
             if m.family == "fg":
@@ -182,9 +202,8 @@ class Explainer:
             return self._components(images, m, A, G, t).detach(), t
 
     def _cam_leaf(self) -> str:
-        if self.cam_layer:
-            return resolve_leaf(self.model, self.cam_layer, "cam_layer")
-        return default_cam_layer(self.model)
+        """The CAM layer's leaf; call it while explaining (canonized)."""
+        return resolve_leaf(self.model, self.cam_layer or default_cam_layer(self.model), "cam_layer")
 
     def _cam(self, images, m, leaf, target):
         trace, A, G, t = self._activation_and_gradient(images, m, leaf, None, target)
@@ -221,13 +240,18 @@ def explain(model: nn.Module, images: torch.Tensor, method: str, layer: str, tar
 
     Parameters
     ----------
-    model: a CNN whose forward pass is a chain of modules (VGG); left exactly as it was (mode, hooks).
+    model: a CNN whose forward pass is a graph of modules with rules: a chain (VGG, MobileNet V1) or a residual
+        network known to :mod:`fgcam.canonizers` (torchvision ResNet, MobileNet V2); left exactly as it was
+        (mode, hooks, ``forward``, modules).
     images: ``[B, C, H, W]`` float tensor, normalised as the model expects; finite.
     method: one of :data:`METHODS` (``"fg-grad-cam"``, ``"grad-cam"``, ``"lrp"``, ...).
-    layer: module name (``"features.13"``) whose output the map lives at, or ``"input"``.
+    layer: module name (``"features.13"``; a block or stage such as ``"layer2"`` stands for its output) whose
+        output the map lives at, or ``"input"``.  Inside a residual block the map holds only the relevance that
+        flows through the block's body (the skip connection's share bypasses that layer).
     target: ``None`` (each image's predicted class), an int, or a ``[B]`` integer tensor.
     denoise: FG-CAM only. ``False``; ``True`` = the reference's rank ``int(0.1 * min(C, HW))``; an int = that rank.
-    cam_layer: FG-CAM only: where the components are taken (default: last module of ``features``).
+    cam_layer: FG-CAM only: where the components are taken (default: :func:`default_cam_layer`: last module of
+        ``features``, ``layer4`` for ResNet).
         Ignored by the plain CAM methods, which work at ``layer``.
     options: ``zb_bounds`` (``"image"``: per-image global min/max as the reference; ``("box", mean, std)``;
         ``(low, high)``), ``bn`` (``"pass"`` as the reference, or ``"fold"`` into the preceding conv),

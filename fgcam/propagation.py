@@ -1,4 +1,4 @@
-"""Relevance propagation down a recorded chain: the IR step of FG-CAM (paper Eq. 4).
+"""Relevance propagation down a recorded graph of modules: the IR step of FG-CAM (paper Eq. 4).
 
 :func:`propagate` takes a relevance tensor at the output of one module and applies one rule per module
 (:mod:`fgcam.rules`), from that module down to the output of a shallower module or to the input image.  The same
@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+from torch import nn
 
 from .graph import Trace
 from .rules import Context, rule_for
@@ -42,30 +43,81 @@ def resolve_bounds(bounds, images: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     raise ValueError(f"zb_bounds must be 'image', ('box', mean, std) or (low, high); got {bounds!r}")
 
 
+_CONSTANT_PADS = (nn.ConstantPad1d, nn.ConstantPad2d, nn.ConstantPad3d)
+
+
+def _at_input(trace: Trace, i: int) -> bool:
+    """Step ``i`` receives the image, directly or through constant padding only."""
+    parents = trace.steps[i].parents
+    if len(parents) != 1:
+        return False
+    return parents[0] == -1 or (isinstance(trace.steps[parents[0]].module, _CONSTANT_PADS)
+                                and _at_input(trace, parents[0]))
+
+
+def _bounds_at(trace: Trace, i: int, bounds):
+    """z^B bounds for the input of step ``i`` if that input is the image, possibly constant-padded, else None.
+
+    Padding modules between the image and the first conv (MobileNet's ``ZeroPad2d``) are applied to the bounds as
+    to the image, so the padded positions have ``x = l = h`` (the pad value) and contribute nothing, just as a
+    conv's own zero padding pads the input and the bound images alike (the reference).
+    """
+    parents = trace.steps[i].parents
+    if len(parents) != 1:
+        return None
+    if parents[0] == -1:
+        return bounds
+    prev = trace.steps[parents[0]]
+    if isinstance(prev.module, _CONSTANT_PADS):
+        below = _bounds_at(trace, parents[0], bounds)
+        if below is not None:
+            return tuple(prev.module(b.expand(prev.input_shape)) for b in below)
+    return None
+
+
 def propagate(trace: Trace, relevance: torch.Tensor, start: str, stop: str, *, bounds=None, fold_bn: bool = False,
               rules: dict | None = None, on_step: Callable[[str, torch.Tensor], None] | None = None) -> torch.Tensor:
     """Propagate ``relevance`` (at the output of module ``start``) down to the output of ``stop`` (or ``"input"``).
 
-    Rules are applied to the modules that ran after ``stop`` up to and including ``start``, last first; the
-    module that received the image gets the z^B rule with ``bounds`` (``(low, high)``).  ``on_step(name, r)`` is
-    called with the relevance at the input of each module after its rule ran.  Returns the channel-resolved
-    relevance at ``stop``'s output (``[B, C, h, w]``, or the input's shape).
+    Rules are applied to the modules that ran after ``stop`` up to and including ``start``, last first; each
+    step's input relevance is handed to the step(s) that produced its input(s) and summed there (a residual
+    block's input gets the relevance of its body and of its skip connection).  The conv that receives the image
+    (possibly after constant padding) gets the z^B rule with ``bounds`` (``(low, high)``).  ``on_step(name, r)`` is
+    called with the relevance at the input of each module after its rule ran (a pair for an addition).  Returns
+    the channel-resolved relevance at ``stop``'s output (``[B, C, h, w]``, or the input's shape).
+
+    Conservation: every rule passes on the relevance it receives (up to ``0/0 := 0`` drops), so the relevance at
+    the output of a module that every path from the input to ``start`` passes through (a VGG layer, a residual
+    block's output) sums to that at ``start``.  Inside a residual block, ``stop``'s output carries only the share
+    that flows through the body; the skip connection's share bypasses it and is not part of the result.
     """
     hi = trace.index(start)
     lo = -1 if stop == "input" else trace.index(stop)
     if lo > hi:
         raise ValueError(f"layer {stop!r} runs after {start!r}: relevance can only be propagated to shallower layers")
-    r = relevance
+    steps = trace.steps
+    pending: dict[int, torch.Tensor] = {hi: relevance}        # step index (-1: input) -> relevance at its output
     for i in range(hi, lo, -1):
-        step = trace.steps[i]
+        r = pending.pop(i, None)
+        if r is None:
+            continue                                          # no relevance reaches this module's output
+        step = steps[i]
         if step.input is None:
             raise RuntimeError(f"the input of {step.name!r} was not recorded (record(store_from=...) too high)")
-        following = trace.steps[i + 1].module if i + 1 < len(trace.steps) else None
-        ctx = Context(first=i == 0, bounds=bounds, following=following, fold_bn=fold_bn)
-        rule = rule_for(step.name, step.module, first=i == 0, rules=rules)
+        nxt = steps[i + 1] if i + 1 < len(steps) else None
+        first = _at_input(trace, i) and not isinstance(step.module, _CONSTANT_PADS)
+        ctx = Context(first=first, bounds=_bounds_at(trace, i, bounds) if first and bounds is not None else None,
+                      fold_bn=fold_bn,
+                      following=nxt.module if nxt is not None and nxt.parents == (i,) else None)
+        rule = rule_for(step.name, step.module, first=first, rules=rules)
         r = rule.relprop(step.module, step.input, r.reshape(step.output_shape), ctx)
         if on_step is not None:
             on_step(step.name, r)
-    if lo >= 0:
-        r = r.reshape(trace.steps[lo].output_shape)
-    return r
+        for parent, share in zip(step.parents, r if len(step.parents) > 1 else (r,)):
+            shape = trace.images.shape if parent == -1 else steps[parent].output_shape
+            share = share.reshape(shape)
+            pending[parent] = share if parent not in pending else pending[parent] + share
+    if lo not in pending:
+        shape = trace.images.shape if lo == -1 else steps[lo].output_shape
+        return torch.zeros(shape, dtype=relevance.dtype, device=relevance.device)
+    return pending[lo]

@@ -8,28 +8,62 @@ relevance whose denominator is exactly zero is dropped.
 =====================  ==========================================================================================
 module                 rule
 =====================  ==========================================================================================
-Conv2d, Linear         :class:`ZPlus` (Eq. 5-6): ``z_ij = a_i^+ w_ij^+ + a_i^- w_ij^-``, bias ignored
-first Conv2d           :class:`ZBox` (Eq. 7): the z^B rule with input bounds ``l, h``
+Conv2d, Linear         :class:`ZPlus` (Eq. 5-6): ``z_ij = a_i^+ w_ij^+ + a_i^- w_ij^-``, bias ignored; a grouped
+                       or depthwise conv (``groups > 1``) applies it per group (each output's relevance goes
+                       only to the inputs of its group, as the conv itself computes)
+first Conv2d           :class:`ZBox` (Eq. 7): the z^B rule with input bounds ``l, h`` (also after constant
+                       padding of the image, e.g. MobileNet's ``ZeroPad2d``: the bounds are padded like the image)
 MaxPool2d              :class:`PoolLRP0`: LRP-0 on the clamped input, i.e. all of a window's relevance to
                        its arg-max (the one PyTorch picks)
 Avg/AdaptiveAvgPool2d  :class:`PoolLRP0`, which is z+ for the pool's (positive, uniform) weights
-ReLU, BatchNorm2d, ...  :class:`Pass`: relevance unchanged (BatchNorm may instead be folded into the conv before it)
+ZeroPad2d,             :class:`Crop`: the relevance of the padded positions is dropped, the rest passed back
+ConstantPad1d/2d/3d
+Add (residual sum)     :class:`AddShare`: each summand gets the share of the sum it contributed,
+                       ``R_a = a R / (a + b)``, ``R_b = b R / (a + b)`` (LRP-0 on the sum; zennit's ``Norm``)
+ReLU, ReLU6, Hardtanh, :class:`Pass`: relevance unchanged (BatchNorm may instead be folded into the conv before it)
+LeakyReLU, BatchNorm2d,
+Dropout, Identity, ...
 =====================  ==========================================================================================
 
 New module types are supported by adding an entry to :data:`RULES` (or passing ``rules=`` to the propagation).
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .canonizers import Add
+
+
+_DROPS: list[torch.Tensor] | None = None      # set by dropped_relevance()
+
+
+@contextlib.contextmanager
+def dropped_relevance():
+    """Collect the relevance the rules drop, for checking conservation: ``with dropped_relevance() as drops:``.
+
+    Inside the block, every :func:`safe_divide` appends ``sum(num[den == 0])`` to ``drops`` (in the rules ``num``
+    is the relevance at the module's output, so that is the relevance lost to ``0/0 := 0``), and :class:`Crop`
+    appends the relevance of the padded positions.  One 0-d tensor per call, in call order (not thread-safe).
+    """
+    global _DROPS
+    outer, _DROPS = _DROPS, []
+    try:
+        yield _DROPS
+    finally:
+        _DROPS = outer
+
 
 def safe_divide(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
     """``num / den`` with ``0 / 0 := 0`` (in fact ``x / 0 := 0`` for any x), no epsilon: the reference's division."""
-    return (num / den).masked_fill_(den == 0, 0)
+    zero = den == 0
+    if _DROPS is not None:
+        _DROPS.append(torch.where(zero, num, 0).sum())
+    return (num / den).masked_fill_(zero, 0)
 
 
 def relprop_linear(fn, inputs: tuple[torch.Tensor, ...], r: torch.Tensor) -> torch.Tensor:
@@ -148,6 +182,31 @@ class PoolLRP0(Rule):
         return relprop_linear(module, (x.clamp(min=0) if bool(x.min() < 0) else x,), r)
 
 
+class Crop(Rule):
+    """Constant padding (``ZeroPad2d``, ``ConstantPad2d``): the input's relevance is the relevance at the
+    positions the input was copied to; that of the padded positions is dropped (they carry no input).  A negative
+    padding (a crop) gives the cropped-away positions zero relevance."""
+
+    def relprop(self, module, x, r, ctx):
+        out = F.pad(r, tuple(-p for p in module.padding))
+        if _DROPS is not None:
+            _DROPS.append(r.sum() - out.sum())
+        return out
+
+
+class AddShare(Rule):
+    """Residual addition ``y = a + b`` (:class:`fgcam.canonizers.Add`): ``R_a = a R / y``, ``R_b = b R / y``.
+
+    Conserves the relevance exactly (``R_a + R_b = R``) except where ``y == 0``, which drops it (``0/0 := 0``).
+    ``x`` is the pair ``(a, b)``; returns the pair ``(R_a, R_b)``.
+    """
+
+    def relprop(self, module, x, r, ctx):
+        a, b = x
+        s = safe_divide(r, module(a, b))
+        return a * s, b * s
+
+
 #: Module type -> rule for hidden layers (z+ everywhere, as in the paper and the reference code).
 RULES: dict[type, Rule] = {
     nn.Conv2d: ZPlus(),
@@ -156,6 +215,13 @@ RULES: dict[type, Rule] = {
     nn.AvgPool2d: PoolLRP0(),
     nn.AdaptiveAvgPool2d: PoolLRP0(),
     nn.ReLU: Pass(),
+    nn.ReLU6: Pass(),
+    nn.Hardtanh: Pass(),
+    nn.LeakyReLU: Pass(),
+    nn.ConstantPad1d: Crop(),
+    nn.ConstantPad2d: Crop(),             # also ZeroPad2d, a subclass
+    nn.ConstantPad3d: Crop(),
+    Add: AddShare(),
     nn.BatchNorm2d: Pass(),
     nn.Dropout: Pass(),
     nn.Identity: Pass(),
