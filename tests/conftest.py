@@ -66,6 +66,16 @@ def random_vgg16_bn():
 
 
 @pytest.fixture(scope="session")
+def random_hub(tmp_path_factory):
+    """A torch hub folder holding random VGG16-BN weights under the official file name (written once)."""
+    from fixtures_imagenet import write_random_vgg16_bn_weights
+    hub = tmp_path_factory.mktemp("hub")
+    path = write_random_vgg16_bn_weights(hub)
+    yield hub
+    path.unlink()  # 550 MB: do not leave it in pytest's kept temporary folders
+
+
+@pytest.fixture(scope="session")
 def smooth_images():
     """Two smooth random 224x224 'images' (normalised scale), seeded."""
     g = torch.Generator().manual_seed(1)

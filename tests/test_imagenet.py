@@ -28,7 +28,6 @@ except ImportError:
 
 ELIGIBLE_NUMBERS = fixtures.ELIGIBLE_NUMBERS
 make_imagenet_val, write_meta_mat = fixtures.make_imagenet_val, fixtures.write_meta_mat
-write_random_vgg16_bn_weights = fixtures.write_random_vgg16_bn_weights
 
 torch.set_num_threads(1)
 
@@ -52,14 +51,6 @@ def no_network(monkeypatch):
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", forbidden)
 
-
-@pytest.fixture(scope="module")
-def random_hub(tmp_path_factory):
-    """A torch hub folder holding random VGG16-BN weights under the official file name."""
-    hub = tmp_path_factory.mktemp("hub")
-    path = write_random_vgg16_bn_weights(hub)
-    yield hub
-    path.unlink()  # 550 MB: do not leave it in pytest's kept temporary folders
 
 
 # ---------------------------------------------------------------------------------------------- labels

@@ -11,9 +11,9 @@ from fgcam.imagenet import MissingResourceError
 from fgcam.profiles import get_profile
 
 try:
-    from tests.fixtures_imagenet import ELIGIBLE_NUMBERS, make_imagenet_val, write_random_vgg16_bn_weights
+    from tests.fixtures_imagenet import ELIGIBLE_NUMBERS, make_imagenet_val
 except ImportError:
-    from fixtures_imagenet import ELIGIBLE_NUMBERS, make_imagenet_val, write_random_vgg16_bn_weights
+    from fixtures_imagenet import ELIGIBLE_NUMBERS, make_imagenet_val
 
 torch.set_num_threads(1)
 
@@ -33,13 +33,6 @@ def clean_env(monkeypatch, tmp_path):
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", forbidden)
 
-
-@pytest.fixture(scope="module")
-def random_hub(tmp_path_factory):
-    hub = tmp_path_factory.mktemp("hub")
-    path = write_random_vgg16_bn_weights(hub)
-    yield hub
-    path.unlink()  # 550 MB
 
 
 @pytest.fixture()
