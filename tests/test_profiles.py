@@ -142,19 +142,11 @@ def test_paper_end_to_end_on_fixtures(monkeypatch, paper_env):
 
 
 def test_offline_profile_loads_model_and_data():
-    # Skips only while fgcam.models / fgcam.data or the bundled shapes weights do not exist yet.
-    models = pytest.importorskip("fgcam.models")
-    data = pytest.importorskip("fgcam.data")
-    if not hasattr(models, "load") or not hasattr(data, "make_shapes"):
-        pytest.skip("fgcam.models.load / fgcam.data.make_shapes not written yet")
     p = get_profile("offline")
     batch = p.load_data("localisation", n=4, seed=0)
     assert batch["images"].shape[0] == 4 and batch["labels"].shape == (4,)
     assert batch["masks"].shape[0] == 4 and batch["boxes"].shape == (4, 4)
-    try:
-        model = p.load_model()
-    except FileNotFoundError as err:
-        pytest.skip(f"shapes weights not trained yet: {err}")
+    model = p.load_model()
     assert not model.training
     with torch.no_grad():
         assert model(batch["images"].to(p.device)).shape[0] == 4
