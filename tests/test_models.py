@@ -93,8 +93,16 @@ def test_accuracy_on_fresh_test_set(model):
 
 def test_unknown_name():
     with pytest.raises(ValueError) as e:
-        models.load("resnet50")
+        models.load("alexnet")
     assert "shapes-vgg16bn" in str(e.value) and "vgg16_bn" in str(e.value)
+
+
+def test_torchvision_names_dispatch_to_the_zoo(monkeypatch, tmp_path):
+    """resnet18/resnet50/mobilenet_v2 come from the torch hub cache only; a missing file names file and URL."""
+    from fgcam.imagenet import MissingResourceError
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    with pytest.raises(MissingResourceError, match=r"resnet50-0676ba61\.pth.*\n.*https://"):
+        models.load("resnet50")
 
 
 def test_missing_file_names_file_and_command(monkeypatch, tmp_path):
