@@ -5,6 +5,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.fgcam-installed
 WSTATIC := book/_wstatic
+# The real ImageNet MobileNets and photos used by the real-ImageNet chapter and tests (beside the checkout).
+FGCAM_REAL_MODELS ?= $(CURDIR)/../shared/real-imagenet
+export FGCAM_REAL_MODELS
 
 .PHONY: test book install vendor chromium bench clean
 
