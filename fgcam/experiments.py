@@ -42,7 +42,7 @@ Work is split into *units*: batch ``b`` of images (a fixed, global partition of 
 number of processes, K processes give the same rows as one (with the same ``batch_size``: a batch's images go
 through the model together, so another batch size may change the last digits).
 
-Speed: FG-Score-CAM(D) at every layer share one Score-CAM weighting per batch (:func:`_score_cam_cache`), and on
+Speed: FG-Score-CAM(D) at every layer share one Score-CAM weighting per batch (:func:`score_cam_cache`), and on
 the CPU the metrics' forward passes use a channels-last copy of the model (about 1.5-2x faster; the explanations
 use the model as given).
 """
@@ -72,8 +72,8 @@ from fgcam.explain import METHODS, Explainer
 
 __all__ = [
     "PAPER_LAYERS", "PAPER_METHODS", "HIDDEN_GRID", "INPUT_GRID", "METRICS", "METRIC_VALUES", "Setting",
-    "UsageError", "resolve_method", "resolve_layer", "default_grid", "make_grid", "table_for", "protocol_for",
-    "ShapesSource", "ImageNetSource", "EvalConfig", "evaluate", "read_rows", "merge_store", "summarize",
+    "UsageError", "score_cam_cache", "resolve_method", "resolve_layer", "default_grid", "make_grid",
+    "table_for", "protocol_for", "ShapesSource", "ImageNetSource", "EvalConfig", "evaluate", "read_rows", "merge_store", "summarize",
     "published_rows", "model_fingerprint",
 ]
 
@@ -655,7 +655,7 @@ def _evaluate(config, metrics, grid, device, world, model, source, t0) -> dict:
     computed = rows_written = 0
     cache: dict = {}
     with contextlib.ExitStack() as stack:
-        stack.enter_context(_score_cam_cache(cache))
+        stack.enter_context(score_cam_cache(cache))
         if bar is not None:
             stack.callback(bar.close)
         for b, settings in work:
@@ -707,7 +707,7 @@ def _evaluate(config, metrics, grid, device, world, model, source, t0) -> dict:
 
 
 @contextlib.contextmanager
-def _score_cam_cache(cache: dict):
+def score_cam_cache(cache: dict):
     """Memoise ``fgcam.components.score_cam_weights`` while a batch is processed.
 
     FG-Score-CAM and FG-Score-CAMD at every layer need the same Score-CAM weights at the CAM layer (C masked

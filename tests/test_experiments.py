@@ -334,7 +334,7 @@ def test_score_cam_cache_gives_identical_maps():
 
     comp.score_cam_weights = counting
     try:
-        with E._score_cam_cache({}):
+        with E.score_cam_cache({}):
             cached = [fgcam.explain(model, x, "fg-score-cam", layer, denoise=d) for layer in ("input", "features.13")
                       for d in (False, True)]
     finally:
