@@ -57,8 +57,13 @@ def _parser() -> argparse.ArgumentParser:
                        description="Evaluate every (image, method, layer, metric) and append one row each to the "
                                    "results store in --out. Killed runs continue where they stopped when started "
                                    "again; under torchrun the images are sharded across processes.")
-    e.add_argument("--profile", default=None, help="offline (shapes model, default) or paper (VGG16-BN, ILSVRC2012 "
-                   "val; see fgcam.profiles); default $FGCAM_PROFILE or offline")
+    e.add_argument("--profile", default=None, help="offline (shapes model, default), real (real ImageNet MobileNet "
+                   "on ImageNet photos) or paper (VGG16-BN, ILSVRC2012 val; see fgcam.profiles); default "
+                   "$FGCAM_PROFILE or offline")
+    e.add_argument("--model", default=None, help="real profile: mobilenet_v1_0.75_192 (default) or "
+                   "mobilenet_v2_1.0_224")
+    e.add_argument("--images", type=Path, default=None, help="real profile: folder of <synset>_<name>.JPEG photos "
+                   "(default $FGCAM_IMAGENET_SAMPLES)")
     e.add_argument("--methods", nargs="+", default=None,
                    help="methods (paper names such as Grad-CAM, FG-Grad-CAMD, LRP, or fgcam names such as "
                         "fg-score-cam); default: the paper's methods for each layer")
@@ -105,7 +110,10 @@ def _parser() -> argparse.ArgumentParser:
     x.add_argument("--layer", "-l", default="input", help="module name, paper layer name, or input (default input)")
     x.add_argument("--target", "-t", type=int, default=None, help="class index (default: the predicted class)")
     x.add_argument("--denoise", action="store_true", help="FG-CAM denoising (the paper's FG-...-CAMD)")
-    x.add_argument("--profile", default=None, help="offline (shapes model) or paper (ImageNet VGG16-BN)")
+    x.add_argument("--profile", default=None, help="real (real ImageNet MobileNet, the default for photos), offline "
+                   "(shapes model) or paper (ImageNet VGG16-BN); default $FGCAM_PROFILE or real")
+    x.add_argument("--model", default=None, help="real profile: mobilenet_v1_0.75_192 (default) or "
+                   "mobilenet_v2_1.0_224")
     x.add_argument("--out", "-o", type=Path, required=True, metavar="OUTDIR", help="output folder")
     x.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (default 0.5)")
     x.add_argument("--cmap", default="jet", help="colour map (default jet; others need matplotlib)")
@@ -135,7 +143,7 @@ def _cmd_evaluate(args) -> int:
         methods=methods, layers=_split(args.layers), metrics=_split(args.metrics), n=args.n,
         n_localisation=args.n_localisation, seed=args.seed, batch_size=args.batch_size,
         metric_batch_size=args.metric_batch_size, score_batch_size=args.score_batch_size, target=args.target,
-        device=args.device, quiet=args.quiet, max_units=args.max_units)
+        device=args.device, quiet=args.quiet, max_units=args.max_units, model=args.model, images=args.images)
     experiments.evaluate(config)
     if args.summary and int(os.environ.get("RANK", "0") or 0) == 0:
         _print_summary(args.out, print_tables=True, quiet=args.quiet)  # asked for: printed even when quiet
@@ -188,10 +196,28 @@ def _open_image(path: Path):
         raise UsageError(f"cannot read image {path}: {_one_line(err)}") from None
 
 
-def _explain_model(profile: str, device: str):
-    """(model, preprocess(PIL) -> [3, H, W], class names, description) of a profile."""
+def _explain_model(profile: str, device: str, model_name: str | None = None):
+    """(model, preprocess(PIL) -> [3, H, W], class names, paper layer map or None) of a profile."""
     import torchvision.transforms.functional as TF
 
+    if profile == "real":
+        import numpy as np
+
+        from fgcam import real
+
+        try:
+            model, spec = real.load_model(model_name)
+        except (FileNotFoundError, ValueError) as err:
+            raise UsageError(_one_line(err)) from None
+        size = real.input_size(spec)
+        labels = real.class_labels(spec)
+
+        def preprocess(im):
+            from PIL import Image
+
+            return real._normalise(np.asarray(im.convert("RGB").resize((size[1], size[0]), Image.BILINEAR)), spec)
+
+        return model.to(device), preprocess, labels, real.paper_layer_map(model, spec["input"]["shape"])
     if profile == "offline":
         from fgcam import data, models
 
@@ -208,7 +234,7 @@ def _explain_model(profile: str, device: str):
             x = TF.resize(im, list(size), interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
             return TF.normalize(TF.to_tensor(x), mean, std)
 
-        return model, preprocess, classes
+        return model, preprocess, classes, None
     if profile == "paper":
         import torchvision
 
@@ -219,8 +245,8 @@ def _explain_model(profile: str, device: str):
         except imagenet.MissingResourceError as err:
             raise UsageError(_one_line(err)) from None
         classes = list(torchvision.models.VGG16_BN_Weights.IMAGENET1K_V1.meta["categories"])
-        return model, imagenet.preprocess, classes
-    raise UsageError(f"unknown profile {profile!r}; valid profiles: offline, paper")
+        return model, imagenet.preprocess, classes, None
+    raise UsageError(f"unknown profile {profile!r}; valid profiles: real, offline, paper")
 
 
 def _safe(name: str) -> str:
@@ -242,7 +268,7 @@ def _cmd_explain(args) -> int:
         display = experiments.PAPER_METHOD_NAMES.get((method, True), f"{method}-d")
     if denoise and METHODS[method].family != "fg":
         raise UsageError(f"--denoise applies to FG-CAM methods only (fg-grad-cam, fg-score-cam, ...), not {method}")
-    layer_name, module = experiments.resolve_layer(args.layer)
+    layer_name, module = experiments.resolve_layer(args.layer)  # checked again against the model's map below
     if module == "input" and METHODS[method].family == "cam":
         raise UsageError(f"{method} is a plain CAM method and needs a hidden layer (e.g. features.13); "
                          f"use fg-{method} for an input-resolution map")
@@ -255,9 +281,12 @@ def _cmd_explain(args) -> int:
             raise UsageError(str(err)) from None
     images = [_open_image(p) for p in args.images]  # every file is checked before any work
 
-    profile = (args.profile or os.environ.get("FGCAM_PROFILE") or "offline").strip().lower()
+    profile = (args.profile or os.environ.get("FGCAM_PROFILE") or "real").strip().lower()
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model, preprocess, classes = _explain_model(profile, device)
+    if args.model is not None and profile != "real":
+        raise UsageError(f"--model applies to the real profile only, not {profile!r}")
+    model, preprocess, classes, layer_map = _explain_model(profile, device, args.model)
+    layer_name, module = experiments.resolve_layer(args.layer, layer_map)
     if module != "input" and module not in {name for name, _ in model.named_modules() if name}:
         raise UsageError(f"unknown layer {args.layer!r} for the {profile} model; valid layers: input, "
                          f"{', '.join(n for n in leaf_names(model) if n.startswith('features.'))}, ...")

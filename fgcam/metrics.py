@@ -57,6 +57,7 @@ __all__ = [
     "insertion_deletion",
     "energy_pointing_game",
     "mask_energy",
+    "positive_energy_share",
     "topk_mask_scores",
     "spearman",
     "ssim",
@@ -505,6 +506,18 @@ def energy_pointing_game(saliency: Tensor, boxes_or_masks: Tensor, size=None) ->
     else:
         raise ValueError(f"expected boxes [N, 4] or masks [N, H, W], got shape {tuple(bm.shape)}")
     s = _minmax(_resize(sal, inside.shape[-2:]).clamp(min=0))
+    return _safe_div((s * inside).sum(dim=(1, 2)), s.sum(dim=(1, 2)))
+
+
+def positive_energy_share(saliency: Tensor, boxes: Tensor, size=None) -> Tensor:
+    """Share of a map's positive energy inside a box: ``sum(relu(sal) * inside) / sum(relu(sal))`` per image
+    (0/0 := 0), with the saliency upsampled as in :func:`energy_pointing_game` but **not** min-max normalised, so
+    the score does not depend on the map's minimum.  ``boxes`` and ``size`` as there.  Returns ``[N]`` in [0, 1].
+    The grid pointing game reports it beside the paper's energy score (chance: the box's share of the image)."""
+    sal = _check_maps(saliency, None)
+    size = tuple(sal.shape[-2:]) if size is None else tuple(size)
+    inside = _boxes_to_masks(torch.as_tensor(boxes), sal.shape[0], size, sal.device)
+    s = _resize(sal, inside.shape[-2:]).clamp(min=0)
     return _safe_div((s * inside).sum(dim=(1, 2)), s.sum(dim=(1, 2)))
 
 

@@ -45,6 +45,12 @@ def fake_offline_model(monkeypatch):
 
 
 @pytest.fixture()
+def offline_explain(fake_offline_model, monkeypatch):
+    """``explain`` defaults to the real profile (photos): these tests explain with the (fake) offline model."""
+    monkeypatch.setenv("FGCAM_PROFILE", "offline")
+
+
+@pytest.fixture()
 def images(tmp_path) -> list[Path]:
     """Real files: RGB PNG, grayscale PNG, RGBA PNG, and a JPEG of odd size."""
     rng = np.random.default_rng(0)
@@ -81,7 +87,7 @@ def one_error_line(err: str) -> str:
     ("lrp", "input", False, (64, 64)),
     ("fg-grad-cam", "input", True, (64, 64)),
 ])
-def test_explain_writes_overlay_and_map_per_image(tmp_path, images, fake_offline_model, capsys, method, layer,
+def test_explain_writes_overlay_and_map_per_image(tmp_path, images, offline_explain, capsys, method, layer,
                                                   denoise, shape):
     out = tmp_path / "out"
     argv = ["explain", *map(str, images), "--method", method, "--layer", layer, "-o", str(out)]
@@ -101,7 +107,7 @@ def test_explain_writes_overlay_and_map_per_image(tmp_path, images, fake_offline
         assert m.shape == shape and np.isfinite(m).all() and m.dtype == np.float32
 
 
-def test_explain_target_and_matches_the_library(tmp_path, images, fake_offline_model, capsys):
+def test_explain_target_and_matches_the_library(tmp_path, images, offline_explain, capsys):
     import fgcam
     import torchvision.transforms.functional as TF
 
@@ -117,7 +123,7 @@ def test_explain_target_and_matches_the_library(tmp_path, images, fake_offline_m
     np.testing.assert_allclose(got, ref.numpy(), rtol=1e-5, atol=1e-7)
 
 
-def test_same_stems_do_not_overwrite(tmp_path, images, fake_offline_model):
+def test_same_stems_do_not_overwrite(tmp_path, images, offline_explain):
     other = tmp_path / "other"
     other.mkdir()
     (other / "rgb.png").write_bytes(images[0].read_bytes())
@@ -136,13 +142,13 @@ def test_same_stems_do_not_overwrite(tmp_path, images, fake_offline_model):
     (["--alpha", "2"], "--alpha"),
     (["--bogus"], "unrecognized arguments: --bogus"),
 ])
-def test_explain_bad_options_give_one_line_and_code_2(tmp_path, images, fake_offline_model, capsys, argv, message):
+def test_explain_bad_options_give_one_line_and_code_2(tmp_path, images, offline_explain, capsys, argv, message):
     assert main(["explain", str(images[0]), "-o", str(tmp_path / "out"), *argv]) == 2
     captured = capsys.readouterr()
     assert message in one_error_line(captured.err) and captured.out == ""
 
 
-def test_explain_bad_files_give_one_line_and_code_2(tmp_path, images, fake_offline_model, capsys):
+def test_explain_bad_files_give_one_line_and_code_2(tmp_path, images, offline_explain, capsys):
     bad = tmp_path / "broken.png"
     bad.write_text("this is not a PNG")
     truncated = tmp_path / "truncated.jpg"
@@ -162,8 +168,30 @@ def test_missing_weights_give_one_line(tmp_path, images, monkeypatch, capsys):
                                 f"`{models.TRAIN_COMMAND}`")
 
     monkeypatch.setattr(models, "load", missing)
-    assert main(["explain", str(images[0]), "-o", str(tmp_path / "out")]) == 2
+    assert main(["explain", str(images[0]), "--profile", "offline", "-o", str(tmp_path / "out")]) == 2
     assert "python -m fgcam.train_shapes" in one_error_line(capsys.readouterr().err)
+
+
+def test_explain_a_photo_with_the_real_model_by_default(tmp_path, capsys, monkeypatch):
+    """``explain`` explains photos with the real ImageNet MobileNet unless told otherwise, names the class, and
+    maps the paper's layer names by resolution."""
+    from fgcam import real, zoo
+
+    monkeypatch.delenv("FGCAM_PROFILE", raising=False)
+    folder = zoo.real_models_folder(Path(__file__).resolve().parents[2] / "shared" / "real-imagenet")
+    photo = folder / "photos" / "bird.png"
+    expected = zoo.validation(folder, real.DEFAULT_MODEL)["bird.png"][0]
+    label = zoo.labels(folder)[expected]
+    out = tmp_path / "out"
+    assert main(["explain", str(photo), "--method", "grad-cam", "--layer", "Layer23", "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"class {expected} {label!r}" in printed
+    model, spec = real.load_model(real.DEFAULT_MODEL)
+    module = real.paper_layer_map(model, spec["input"]["shape"])["Layer23"]
+    m = np.load(out / f"bird_grad-cam_{module}.npy")
+    assert m.shape == (24, 24)  # 1/8 of 192
+    assert main(["explain", str(photo), "--model", "resnet9", "-o", str(out)]) == 2
+    assert "unknown real model 'resnet9'" in one_error_line(capsys.readouterr().err)
 
 
 def _run(args, **kw):
