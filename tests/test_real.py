@@ -248,3 +248,29 @@ def test_real_profile_end_to_end(tmp_path):
     batch = source.load([2])
     sal = fgcam.explain(model, batch["images"], "fg-grad-cam", "input", target=batch["targets"])
     assert r["values"]["positive_share"] == pytest.approx(float(M.positive_energy_share(sal, batch["boxes"])), rel=1e-5)
+
+
+def test_real_profile_resumes_after_sigkill(tmp_path):
+    """Kill a real-profile run with SIGKILL once its first unit is stored, run it again: every row once."""
+    folder = _bundled_photo_folder(tmp_path, real.DEFAULT_MODEL)
+    out = tmp_path / "store"
+    cmd = [sys.executable, "-m", "fgcam", "evaluate", "--profile", "real", "--images", str(folder), "--n", "2",
+           "--n-localisation", "1", "--methods", "Grad-CAM", "FG-Grad-CAM", "--layers", "Layer13", "Input",
+           "--batch-size", "1", "--threads", "1", "--quiet", "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not list((out / "shards").glob("*.jsonl")):
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    partial = E.read_rows(out)
+    # 2 photos x 3 settings x 2 metrics + 4 cells x 3 settings x pointing
+    assert 0 < len(partial) < 2 * 3 * 2 + 4 * 3
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines()]
+    keys = [r["key"] for r in rows]
+    assert len(keys) == len(set(keys)) == 2 * 3 * 2 + 4 * 3
+    assert {r["key"]: r for r in partial}.keys() <= set(keys)
