@@ -17,7 +17,8 @@ Two kinds of input (:func:`verdict` tells them apart by the rows):
   - **does not hold** when some comparison's *simultaneous* 95 % interval (:func:`fgcam.stats.sup_t_band`, over
     all the claim's comparisons; for one comparison the percentile interval) lies wholly on the wrong side:
     the chance of a false "does not hold" stays at 5 % however many comparisons the claim makes;
-  - is **inconclusive** otherwise (some interval straddles its threshold);
+  - is **inconclusive** otherwise (some interval straddles its threshold), and always with fewer than
+    :data:`MIN_IMAGES` images;
   - is **not measurable in this profile** when a cell the rule needs is missing.
 
   The claim's ``interval`` is the one of its *critical* comparison: the one furthest on the wrong side of its
@@ -53,6 +54,10 @@ FG = ("FG-Grad-CAM", "FG-Grad-CAMD", "FG-Score-CAM", "FG-Score-CAMD")
 FG_PLAIN = ("FG-Grad-CAM", "FG-Score-CAM")
 LRPS = ("LRP", "CLRP", "SGLRP")
 VERDICTS = ("holds", "does not hold", "inconclusive", "not measurable in this profile")
+#: Fewer images than this: the verdict is "inconclusive" whatever the intervals say. The percentile bootstrap
+#: undercovers on tiny samples (with 4 images, 4 positive differences give an interval above 0 one time in 16
+#: even when the methods are equal), so a handful of live images cannot decide a claim.
+MIN_IMAGES = 10
 _OPS = {">": ">", ">=": ">", "<": "<", "<=": "<"}
 
 
@@ -383,7 +388,9 @@ def verdict(claim: Claim, rows, n_resamples: int = stats.N_RESAMPLES, seed: int 
                               f"{_cells_text(comp.cells, est[idx[j]])})"})
     failed = [c for c in comps if c["simultaneous_verdict"] == "does not hold"]
     held = [c for c in comps if c["verdict"] == "holds"]
-    if failed:
+    if n < MIN_IMAGES:
+        v = VERDICTS[2]
+    elif failed:
         v = VERDICTS[1]
     elif len(held) == len(comps):
         v = VERDICTS[0]
@@ -392,7 +399,8 @@ def verdict(claim: Claim, rows, n_resamples: int = stats.N_RESAMPLES, seed: int 
     crit = min(comps, key=lambda c: _margin(c, c["se"]))
     interval = stats.Interval(crit["estimate"], crit["low"], crit["high"], n, level, n_resamples)
     summary = (f"{len(held)}/{len(comps)} comparisons hold (95 % intervals), {len(failed)} fail "
-               f"(simultaneous 95 %); n = {n} images{f', {dropped} dropped (non-finite)' if dropped else ''}")
+               f"(simultaneous 95 %); n = {n} images{f', {dropped} dropped (non-finite)' if dropped else ''}"
+               + (f" (fewer than {MIN_IMAGES}: too few to decide)" if n < MIN_IMAGES else ""))
     shown = failed if failed else [c for c in comps if c["verdict"] != "holds"]
     evidence = summary + ("; " + "; ".join(c["text"] for c in shown[:6]) + (" ..." if len(shown) > 6 else "")
                           if shown else "; closest: " + crit["text"])

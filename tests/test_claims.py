@@ -168,3 +168,13 @@ def test_figure_measurements_on_the_shapes_model():
     v = claims.verdict(claims.get("F4-lrp"), r4)
     assert v["n_images"] == 2 and v["verdict"] in claims.VERDICTS
     assert torch.is_tensor(maps4["LRP"])
+
+
+def test_too_few_images_are_inconclusive():
+    """Five images that all favour FG by a wide margin: the interval lies above 0, but five images cannot decide."""
+    rows = [{"table": "X", "image_id": str(i), "layer": "L", "metric": "overall", "method": m, "value": v + 0.01 * i}
+            for i in range(claims.MIN_IMAGES - 5) for m, v in (("FG-Grad-CAM", 0.8), ("Grad-CAM", 0.2))]
+    claim = claims.Claim("x", "X", "", "", (claims._diff("L", "overall", "FG-Grad-CAM", "Grad-CAM"),))
+    v = claims.verdict(claim, rows)
+    assert v["interval"].low > 0 and v["comparisons"][0]["verdict"] == "holds"
+    assert v["verdict"] == "inconclusive" and "too few" in v["outcome"]
