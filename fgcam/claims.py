@@ -314,9 +314,10 @@ def verdict(claim: Claim, rows, n_resamples: int = stats.N_RESAMPLES, seed: int 
             level: float = stats.LEVEL) -> dict:
     """The claim's verdict on ``rows`` (per-image rows: bootstrap; point values: the published-numbers check).
 
-    Returns ``{"id", "table", "paper", "rule", "verdict", "interval", "outcome", "evidence", "comparisons",
-    "n_images", "mode", "saturated"}``: ``interval`` is a :class:`fgcam.stats.Interval` of the critical
-    comparison (``None`` when not measurable), ``outcome`` one line (verdict, critical comparison, its interval),
+    Returns ``{"id", "table", "paper", "rule", "verdict", "critical", "interval", "outcome", "evidence",
+    "comparisons", "n_images", "mode", "saturated"}``: ``critical`` is the label of the deciding comparison and
+    ``interval`` its :class:`fgcam.stats.Interval` (``None`` when not measurable; zero width on point values),
+    ``outcome`` one line (verdict, critical comparison, its interval),
     ``comparisons`` one dict per comparison (label, estimate, low, high, simultaneous low/high, verdict),
     ``saturated`` the saturated metrics among the claim's cells (texts), ``mode`` ``"per-image"`` or ``"point"``.
     """
