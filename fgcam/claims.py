@@ -407,7 +407,7 @@ def verdict(claim: Claim, rows, n_resamples: int = stats.N_RESAMPLES, seed: int 
                           if shown else "; closest: " + crit["text"])
     return {**base, "verdict": v, "interval": interval, "mode": mode, "n_images": n, "evidence": evidence,
             "critical": crit["label"],
-            "comparisons": comps, "saturated": _saturated(cells, x, boot, level),
+            "comparisons": comps, "saturated": _saturated(cells, per, level),
             "outcome": f"{v}: {crit['label']} = {interval} (needs {crit['op']} {crit['threshold']:g}); {summary}"}
 
 
@@ -418,21 +418,25 @@ def _margin(c: dict, se: float) -> float:
     return d / se if se > 0 else (math.inf if d > 0 else -math.inf if d < 0 else 0.0)
 
 
-def _saturated(cells, x, boot, level) -> list[str]:
-    """Texts for the (layer, metric) columns among ``cells`` that are saturated: at least half of the methods'
-    cells with half their images at the metric's bound, or no two methods' intervals disjoint."""
-    lo, hi = stats.percentile(boot, level)
+def _saturated(cells, per, level) -> list[str]:
+    """Texts for the (layer, metric) columns of the claim's cells that are saturated, judged on *all* the methods
+    of the column in the rows (as :func:`fgcam.tables.columns` does): at least half of the methods with half of
+    their images at the metric's bound, or no two methods' 95 % intervals disjoint."""
     out = []
     for layer, metric in dict.fromkeys((c[0], c[1]) for c in cells):
-        js = [j for j, c in enumerate(cells) if c[:2] == (layer, metric)]
-        sats = [stats.saturation(x[:, j], metric) for j in js]
+        col = [(c, per[c]) for c in per if c[:2] == (layer, metric)]
+        vals = [np.fromiter(d.values(), dtype=np.float64) for _, d in col]
+        vals = [v[np.isfinite(v)] for v in vals]
+        vals = [v for v in vals if v.size]
+        if not vals:
+            continue
+        sats = [stats.saturation(v, metric) for v in vals]
         at = [s for s in sats if s.saturated]
-        ivs = [stats.Interval(float(x[:, j].mean()), float(lo[j]), float(hi[j])) for j in js]
-        if sats[0].share_at_bound is not None and len(at) * 2 >= len(js):
-            out.append(f"{metric} at {layer}: {len(at)}/{len(js)} methods with >= {stats.SATURATED_SHARE:.0%} of "
+        if sats[0].share_at_bound is not None and len(at) * 2 >= len(vals):
+            out.append(f"{metric} at {layer}: {len(at)}/{len(vals)} methods with >= {stats.SATURATED_SHARE:.0%} of "
                        f"images at the bound ({sats[0].rule})")
-        elif len(js) > 1 and not stats.separable(ivs):
-            out.append(f"{metric} at {layer}: the {len(js)} methods' 95 % intervals all overlap")
+        elif len(vals) > 1 and not stats.separable([stats.bootstrap_ci(v, level=level) for v in vals]):
+            out.append(f"{metric} at {layer}: the {len(vals)} methods' 95 % intervals all overlap")
     return out
 
 
