@@ -311,7 +311,7 @@ def _where(cells) -> str:
 
 
 def verdict(claim: Claim, rows, n_resamples: int = stats.N_RESAMPLES, seed: int = stats.SEED,
-            level: float = stats.LEVEL) -> dict:
+            level: float = stats.LEVEL, _gathered=None) -> dict:
     """The claim's verdict on ``rows`` (per-image rows: bootstrap; point values: the published-numbers check).
 
     Returns ``{"id", "table", "paper", "rule", "verdict", "critical", "interval", "outcome", "evidence",
@@ -322,7 +322,7 @@ def verdict(claim: Claim, rows, n_resamples: int = stats.N_RESAMPLES, seed: int 
     ``saturated`` the saturated metrics among the claim's cells (texts), ``mode`` ``"per-image"`` or ``"point"``.
     """
     base = {"id": claim.id, "table": claim.table, "paper": claim.paper, "rule": claim.rule}
-    point, per = _gather(rows, claim.table)
+    point, per = _gathered if _gathered is not None else _gather(rows, claim.table)
     cells = claim.cells
     mode = "per-image" if per else "point"
     have = per if per else point
@@ -424,10 +424,13 @@ def _saturated(cells, per, level) -> list[str]:
     their images at the metric's bound, or no two methods' 95 % intervals disjoint."""
     out = []
     for layer, metric in dict.fromkeys((c[0], c[1]) for c in cells):
-        col = [(c, per[c]) for c in per if c[:2] == (layer, metric)]
-        vals = [np.fromiter(d.values(), dtype=np.float64) for _, d in col]
-        vals = [v[np.isfinite(v)] for v in vals]
-        vals = [v for v in vals if v.size]
+        groups: dict[tuple, list[np.ndarray]] = {}  # methods measured on the same images: one bootstrap
+        for c in per:
+            if c[:2] == (layer, metric):
+                ids = tuple(sorted(i for i, v in per[c].items() if math.isfinite(v)))
+                if ids:
+                    groups.setdefault(ids, []).append(np.array([per[c][i] for i in ids]))
+        vals = [v for vs in groups.values() for v in vs]
         if not vals:
             continue
         sats = [stats.saturation(v, metric) for v in vals]
@@ -435,15 +438,19 @@ def _saturated(cells, per, level) -> list[str]:
         if sats[0].share_at_bound is not None and len(at) * 2 >= len(vals):
             out.append(f"{metric} at {layer}: {len(at)}/{len(vals)} methods with >= {stats.SATURATED_SHARE:.0%} of "
                        f"images at the bound ({sats[0].rule})")
-        elif len(vals) > 1 and not stats.separable([stats.bootstrap_ci(v, level=level) for v in vals]):
+            continue
+        ivs = [iv for vs in groups.values() for iv in stats.bootstrap_ci(np.stack(vs, axis=1), level=level)]
+        if len(ivs) > 1 and not stats.separable(ivs):
             out.append(f"{metric} at {layer}: the {len(vals)} methods' 95 % intervals all overlap")
     return out
 
 
 def verdicts(rows, tables=None, claims: Sequence[Claim] | None = None, **kw) -> list[dict]:
     """Verdicts of every table claim (of the given tables), or of ``claims``, on ``rows``."""
-    pool = CLAIMS if claims is None else claims
-    return [verdict(c, rows, **kw) for c in pool if tables is None or c.table in tables]
+    pool = [c for c in (CLAIMS if claims is None else claims) if tables is None or c.table in tables]
+    rows = list(rows)
+    gathered = {str(t): _gather(rows, t) for t in dict.fromkeys(c.table for c in pool)}  # one pass per table
+    return [verdict(c, rows, _gathered=gathered[str(c.table)], **kw) for c in pool]
 
 
 def verdict_table(results: Sequence[dict]):
