@@ -89,7 +89,7 @@ def _as_2d(values, name="values") -> np.ndarray:
 
 def resample_counts(n: int, n_resamples: int = N_RESAMPLES, seed: int = SEED) -> np.ndarray:
     """``(n_resamples, n)`` int matrix: how often each of ``n`` images is drawn in each resample (each row sums to
-    ``n``; Efron & Tibshirani 1993, Algorithm 6.1). Seeded: the same ``(n, n_resamples, seed)`` give the same
+    ``n``; Efron & Tibshirani 1993, ch. 6). Seeded: the same ``(n, n_resamples, seed)`` give the same
     matrix."""
     if n < 1 or n_resamples < 1:
         raise ValueError(f"need n >= 1 images and n_resamples >= 1, got n={n}, n_resamples={n_resamples}")
@@ -121,7 +121,7 @@ def bootstrap_means(values, n_resamples: int = N_RESAMPLES, seed: int = SEED,
 
 
 def percentile(boot: np.ndarray, level: float = LEVEL) -> tuple[np.ndarray, np.ndarray]:
-    """The percentile interval (Efron & Tibshirani 1993, eq. 13.5) of bootstrap replications along axis 0."""
+    """The percentile interval (Efron & Tibshirani 1993, ch. 13) of bootstrap replications along axis 0."""
     _check_level(level)
     lo, hi = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2], axis=0)
     return lo, hi
@@ -188,7 +188,7 @@ def sup_t_band(boot: np.ndarray, estimate: np.ndarray, level: float = LEVEL) -> 
     """Simultaneous intervals for ``k`` quantities from their paired bootstrap replications ``(B, k)``.
 
     ``estimate +- c * se``, with ``se`` the bootstrap standard error of each quantity (Efron & Tibshirani 1993,
-    eq. 6.6) and ``c`` the ``level`` quantile of ``max_j |boot_j - estimate_j| / se_j`` over the resamples: all
+    ch. 6) and ``c`` the ``level`` quantile of ``max_j |boot_j - estimate_j| / se_j`` over the resamples: all
     ``k`` intervals cover their quantities together with probability about ``level`` (sup-t band, Montiel Olea &
     Plagborg-Moller 2019). Quantities with ``se = 0`` get a zero-width interval.
     """
