@@ -1,7 +1,6 @@
 """Summaries of a results store: the paper's Tables 1-6 (published numbers beside ours), as CSV and Markdown."""
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 from fgcam.settings import HIDDEN_GRID, INPUT_GRID, METRIC_VALUES, UsageError, _LAYER_ORDER, _METHOD_ORDER
@@ -64,12 +63,13 @@ _PUBLISHED = """
 6 FG-Score-CAMD: 0.66983
 """
 
-_SUMMARY_FIELDS = ["table", "layer", "metric", "method", "value", "n_images", "profile", "protocol"]
-_COMPARISON_FIELDS = ["table", "layer", "metric", "method", "value", "paper", "difference", "n_images", "profile",
-                      "protocol"]
+_SUMMARY_FIELDS = ["table", "layer", "metric", "method", "value", "ci_low", "ci_high", "n_images", "at_bound",
+                   "saturated_column", "profile", "protocol"]
+_COMPARISON_FIELDS = ["table", "layer", "metric", "method", "value", "ci_low", "ci_high", "paper", "difference",
+                      "n_images", "saturated_column", "profile", "protocol"]
 _METRIC_LABEL = {"average_drop_pct": "AD (%)", "average_increase_pct": "AI (%)", "insertion": "Insertion",
                  "deletion": "Deletion", "overall": "Over-all", "energy_proportion": "Energy",
-                 "mask_energy": "Mask energy"}
+                 "mask_energy": "Mask energy", "positive_share": "Positive share"}
 _TABLE_TITLE = {1: "Average Drop / Average Increase, hidden layers",
                 2: "Insertion / Deletion / Over-all, hidden layers",
                 3: "Energy-based pointing game, hidden layers", 4: "Average Drop / Average Increase, input layer",
@@ -93,19 +93,20 @@ def published_rows() -> list[dict]:
 
 
 def _summary_rows(rows: list[dict]) -> list[dict]:
-    groups: dict[tuple, list[float]] = {}
-    meta: dict[tuple, tuple] = {}
-    for r in rows:
-        for name, v in r["values"].items():
-            k = (r["table"], r["layer"], name, r["method"], r["protocol"])
-            groups.setdefault(k, []).append(float(v))
-            meta[k] = (r["profile"],)
+    """One row per table cell: the mean over images with its 95 % percentile bootstrap interval over images
+    (:func:`fgcam.tables.cells`: seeded, 2,000 resamples), the share of images at the metric's bound, and whether
+    the column cannot separate the methods on this store (:func:`fgcam.tables.columns`)."""
+    from fgcam import tables
+
+    cells = tables.cells(rows)
+    columns = tables.columns(cells)
     out = []
-    for k, vs in groups.items():
-        table, layer, metric, method, protocol = k
-        out.append({"table": table, "layer": layer, "metric": metric, "method": method,
-                    "value": math.fsum(vs) / len(vs), "n_images": len(vs), "profile": meta[k][0],
-                    "protocol": protocol})
+    for c in cells:
+        col = columns[(c["table"], c["layer"], c["metric"])]
+        out.append({"table": c["table"], "layer": c["layer"], "metric": c["metric"], "method": c["method"],
+                    "value": c["mean"], "ci_low": c["ci_low"], "ci_high": c["ci_high"], "n_images": c["n_images"],
+                    "at_bound": c["at_bound"], "saturated_column": col["reason"] if col["saturated"] else "",
+                    "profile": c["profile"], "protocol": c["protocol"]})
     metric_order = [m for vs in METRIC_VALUES.values() for m in vs]
 
     def order(r):
@@ -154,7 +155,11 @@ def _markdown(comparison: list[dict], profile: str) -> str:
                          f"{_METRIC_LABEL.get(m, m)} {'lower' if m in _LOWER_IS_BETTER else 'higher'} is better"
                          for m in dict.fromkeys(m for _, m in cols)) + ".")
         lines.append("")
-        lines.append("| Method | " + " | ".join(f"{la} {_METRIC_LABEL.get(m, m)}" for la, m in cols) + " |")
+        saturated = {(la, m): next((r["saturated_column"] for r in rs if (r["layer"], r["metric"]) == (la, m)
+                                    and r["saturated_column"]), "") for la, m in cols}
+        lines.append("| Method | " + " | ".join(f"{la} {_METRIC_LABEL.get(m, m)}"
+                                                + (" (saturated)" if saturated[(la, m)] else "")
+                                                for la, m in cols) + " |")
         lines.append("|---|" + "---:|" * len(cols))
         for meth in methods:
             cells = []
@@ -163,9 +168,15 @@ def _markdown(comparison: list[dict], profile: str) -> str:
                 if r is None:
                     cells.append("")
                 else:
-                    cells.append(f"{_fmt(m, r['value'])} ({_fmt(m, r['paper'])})")
+                    cells.append(f"{_fmt(m, r['value'])} [{_fmt(m, r['ci_low'])}, {_fmt(m, r['ci_high'])}] "
+                                 f"({_fmt(m, r['paper'])})")
             lines.append(f"| {meth} | " + " | ".join(cells) + " |")
         lines.append("")
+        for (la, m), why in saturated.items():
+            if why:
+                lines.append(f"- {la} {_METRIC_LABEL.get(m, m)} is saturated: {why}.")
+        if any(saturated.values()):
+            lines.append("")
     return "\n".join(lines)
 
 
@@ -186,13 +197,15 @@ def summarize(out: str | Path, write: bool = True) -> dict:
     comparison = []
     for r in summary:
         p = paper.get((r["table"], r["layer"], r["metric"], r["method"]))
-        comparison.append({**{k: r[k] for k in ("table", "layer", "metric", "method", "value")}, "paper": p,
-                           "difference": None if p is None else r["value"] - p,
-                           **{k: r[k] for k in ("n_images", "profile", "protocol")}})
+        comparison.append({**{k: r[k] for k in ("table", "layer", "metric", "method", "value", "ci_low", "ci_high")},
+                           "paper": p, "difference": None if p is None else r["value"] - p,
+                           **{k: r[k] for k in ("n_images", "saturated_column", "profile", "protocol")}})
     profiles_ = sorted({r["profile"] for r in rows})
     md = (f"# FG-CAM paper tables from `{out}`\n\n"
-          f"Means over images of the per-image values in `rows.jsonl` ({len(rows)} rows); in brackets the value "
-          "published in the paper (VGG16-BN on ILSVRC2012 val, 2,000 / 500 images).\n\n"
+          f"Means over images of the per-image values in `rows.jsonl` ({len(rows)} rows), with their 95 % "
+          "bootstrap interval over images in square brackets; in round brackets the value published in the paper "
+          "(VGG16-BN on ILSVRC2012 val, 2,000 / 500 images). A column marked *saturated* cannot separate the "
+          "methods on this store (the reason is under the table).\n\n"
           + _markdown(comparison, ", ".join(profiles_)))
     files = []
     if write:

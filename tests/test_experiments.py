@@ -413,6 +413,13 @@ def test_summary_tables(tmp_path):
     got = next(r for r in s if (r["table"], r["layer"], r["metric"], r["method"]) ==
                (1, "Layer13", "average_drop_pct", "Grad-CAM"))
     assert got["value"] == pytest.approx(sum(ad) / 3) and got["protocol"] == "fgcam-paper"
+    # the cell's interval is the percentile bootstrap over these three images (every resample mean lies between
+    # the smallest and the largest value), as fgcam.stats computes it for the same values
+    from fgcam import stats
+
+    iv = stats.bootstrap_ci(ad)
+    assert min(ad) <= got["ci_low"] <= got["value"] <= got["ci_high"] <= max(ad)
+    assert (got["ci_low"], got["ci_high"]) == pytest.approx((iv.low, iv.high))
     comp = {(r["table"], r["layer"], r["metric"], r["method"]): r for r in result["comparison"]}
     c = comp[(1, "Layer13", "average_drop_pct", "Grad-CAM")]
     assert c["paper"] == 83.8 and c["difference"] == pytest.approx(c["value"] - 83.8)
@@ -422,7 +429,8 @@ def test_summary_tables(tmp_path):
 
     with open(tmp_path / "summary.csv") as f:
         csv_rows = list(csv.DictReader(f))
-    assert list(csv_rows[0]) == ["table", "layer", "metric", "method", "value", "n_images", "profile", "protocol"]
+    assert list(csv_rows[0]) == ["table", "layer", "metric", "method", "value", "ci_low", "ci_high", "n_images",
+                                 "at_bound", "saturated_column", "profile", "protocol"]
     assert len(csv_rows) == len(s)
     with open(tmp_path / "comparison.csv") as f:
         assert "paper" in next(csv.reader(f))
