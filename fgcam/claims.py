@@ -268,6 +268,25 @@ def get(claim_id: str) -> Claim:
     raise KeyError(f"no claim {claim_id!r}; claims: {', '.join(c.id for c in ALL_CLAIMS)}")
 
 
+def measured_part(claim: Claim, rows) -> Claim | None:
+    """The part of ``claim`` that ``rows`` can decide: its comparisons whose cells all have values in ``rows``, as
+    a claim with id ``"<id> (measured part)"`` and a rule that says how many comparisons it keeps; ``None`` when
+    none is measurable, ``claim`` itself when all are.  For a store that ran only some of the paper's methods (the
+    real profile on CPU: no Score-CAM family): the claim's verdict stays "not measurable", this part's verdict says
+    what the measured methods show, never more."""
+    point, per = _gather(rows, claim.table)
+    have = set(per or point)
+    kept = tuple(c for c in claim.comparisons if all(cell in have for cell in c.cells))
+    if len(kept) == len(claim.comparisons):
+        return claim
+    if not kept:
+        return None
+    methods = sorted({m for c in kept for _, _, m in c.cells})
+    return Claim(f"{claim.id} (measured part)", claim.table, claim.paper,
+                 f"{len(kept)} of the rule's {len(claim.comparisons)} comparisons, those between "
+                 f"{', '.join(methods)}: " + claim.rule, kept)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Verdicts
 # ----------------------------------------------------------------------------------------------------------------

@@ -96,3 +96,28 @@ def save_overlay(path, image: Image.Image, saliency, alpha: float = 0.5, cmap: s
     path = Path(path)
     overlay(image, saliency, alpha, cmap).save(path, format="PNG")
     return path
+
+
+def interval_plot(ax, cell_rows, metric: str, layers, methods, title: str | None = None, chance: float | None = None):
+    """Means with their 95 % intervals (error bars) of ``metric`` per layer (x) and method (one series each, with
+    a legend), from :func:`fgcam.tables.cells` rows; ``chance`` draws a dashed reference line."""
+    cells = {(c["layer"], c["method"]): c for c in cell_rows if c["metric"] == metric}
+    x = np.arange(len(layers))
+    width = 0.8 / max(1, len(methods))
+    for i, m in enumerate(methods):
+        got = [cells.get((la, m)) for la in layers]
+        xs = [x[j] + (i - (len(methods) - 1) / 2) * width for j, c in enumerate(got) if c is not None]
+        cs = [c for c in got if c is not None]
+        if not cs:
+            continue
+        mean = np.array([c["mean"] for c in cs])
+        err = np.array([[c["mean"] - c["ci_low"] for c in cs], [c["ci_high"] - c["mean"] for c in cs]])
+        ax.errorbar(xs, mean, yerr=err, fmt="o", capsize=3, label=m)
+    if chance is not None:
+        ax.axhline(chance, ls="--", c="gray", lw=1, label="chance")
+    ax.set_xticks(x, layers)
+    ax.set_ylabel(metric)
+    if title:
+        ax.set_title(title)
+    ax.legend(fontsize="small")
+    return ax

@@ -93,3 +93,19 @@ def columns(cell_rows: Iterable[dict]) -> dict[tuple, dict]:
         else:
             out[k] = {"saturated": False, "methods": len(cs), "reason": ""}
     return out
+
+
+def frame(cell_rows: Iterable[dict], table: int, fmt: str = "{:.3f}"):
+    """A pandas DataFrame of one paper table for display: methods as rows, ``(layer, metric)`` as columns, each
+    cell ``"mean [low, high]"`` from :func:`cells`; saturated columns get ``" (saturated)"`` in their name."""
+    import pandas as pd
+
+    cs = [c for c in cell_rows if c["table"] == table]
+    cols = columns(cs)
+    data: dict[str, dict[str, str]] = {}
+    for c in cs:
+        name = f"{c['layer']} {c['metric']}" + (" (saturated)" if cols[(table, c["layer"], c["metric"])]["saturated"]
+                                                  else "")
+        data.setdefault(name, {})[c["method"]] = (f"{fmt.format(c['mean'])} [{fmt.format(c['ci_low'])}, "
+                                                  f"{fmt.format(c['ci_high'])}]")
+    return pd.DataFrame(data)
