@@ -496,3 +496,18 @@ def test_model_built_in_inference_mode_is_refused_with_advice():
     with pytest.raises(RuntimeError, match=r"'features\.0\.weight' was created under torch\.inference_mode\(\)"
                                            r".*outside torch\.inference_mode"):
         fgcam.explain(model, torch.randn(1, 3, 16, 16), "fg-grad-cam", "input")
+
+
+# --- the pooling rule on negative inputs, by hand ----------------------------------------------------------
+
+def test_pool_rule_clamps_negative_inputs_by_hand():
+    """Reference code's pooling rule: LRP-0 on ``X+ = max(X, 0)``.  A window whose values are all negative has
+    ``Y = max(X+) = 0`` and drops its relevance; a window with a positive maximum gives it all to its arg-max.
+    (Without the clamp, the first window would send 5 to its arg-max -1.)"""
+    from fgcam.rules import Context, PoolLRP0
+    x = torch.tensor([[[[-1.0, -2.0, 0.5, 3.0]]]])
+    r = torch.tensor([[[[5.0, 7.0]]]])
+    out = PoolLRP0().relprop(nn.MaxPool2d((1, 2)), x, r, Context())
+    assert out.tolist() == [[[[0.0, 0.0, 0.0, 7.0]]]]
+    avg = PoolLRP0().relprop(nn.AvgPool2d((1, 2)), x, r, Context())     # z+ with the pool's weights 1/2
+    assert avg.tolist() == [[[[0.0, 0.0, 7 * 0.5 / 3.5, 7 * 3.0 / 3.5]]]]
