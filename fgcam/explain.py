@@ -276,7 +276,9 @@ def explain(model: nn.Module, images: torch.Tensor, method: str, layer: str, tar
     model: a CNN whose forward pass is a graph of modules with rules: a chain (VGG, MobileNet V1) or a residual
         network known to :mod:`fgcam.canonizers` (torchvision ResNet, MobileNet V2); left exactly as it was
         (mode, hooks, ``forward``, modules).
-    images: ``[B, C, H, W]`` float tensor, normalised as the model expects; finite.
+    images: ``[B, C, H, W]`` float tensor, normalised as the model expects; finite.  Any memory format (a
+        channels-last input or model gives the same map); the call may be made under ``torch.no_grad()`` or
+        ``torch.inference_mode()`` (gradients are enabled inside; a model built in inference mode is refused).
     method: one of :data:`METHODS` (``"fg-grad-cam"``, ``"grad-cam"``, ``"lrp"``, ...).
     layer: module name (``"features.13"``; a block or stage such as ``"layer2"`` stands for its output) whose
         output the map lives at, or ``"input"``.  Inside a residual block the map holds only the relevance that
