@@ -107,7 +107,7 @@ MUTANTS: list[Mutant] = [
     # ----------------------------------------------------------------------------------------------- components
     Mutant("grad-cam-sum-not-mean", "components", "fgcam/components.py",
            "    return G.mean(dim=(2, 3))", "    return G.sum(dim=(2, 3))",
-           (GOLDEN + "::test_grad_cam_gradient_and_weights",), "Grad-CAM weights summed, not averaged"),
+           (GOLDEN + "::test_components",), "Grad-CAM weights summed, not averaged"),
     Mutant("grad-cam-pp-without-g3", "components", "fgcam/components.py",
            "2 * g2 + A.sum(dim=(2, 3), keepdim=True) * g2 * G", "2 * g2 + A.sum(dim=(2, 3), keepdim=True) * g2",
            (ENGINE + "test_grad_cam_pp_weights_match_pytorch_grad_cam",), "g^2 instead of g^3 in the denominator"),
