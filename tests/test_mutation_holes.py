@@ -418,6 +418,52 @@ def test_bottleneck_resnet_matches_zennit(bottleneck_resnet):
     assert (ours - theirs).abs().max() <= 1e-9 * theirs.abs().max()
 
 
+def test_bottleneck_resnet_bn_fold_matches_zennit(bottleneck_resnet):
+    """``bn="fold"`` against zennit's ``ResNetCanonizer`` (which merges every BN into its conv), with a third of
+    the BN scales negative: z+ and z^B are invariant to a positive per-channel scale of a conv's outputs, so only
+    the sign of ``gamma / sqrt(var + eps)`` changes a map, and only negative scales can show a wrong fold.
+    zennit leaves a merged BN as ``x / sqrt(1 + eps)``, so the model's eps is moved into its running variances
+    (the same model), as in the ResNet-18 test."""
+    from zennit.attribution import Gradient
+    from zennit.composites import SpecialFirstLayerMapComposite
+    from zennit.core import Stabilizer
+    from zennit.layer import Sum
+    from zennit.rules import Norm, Pass, ZBox, ZPlus
+    from zennit.torchvision import ResNetCanonizer
+    from zennit.types import Activation, BatchNorm, Convolution
+
+    model = copy.deepcopy(bottleneck_resnet)
+    g = torch.Generator().manual_seed(27)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.mul_(torch.where(torch.rand(m.num_features, generator=g) < 1 / 3, -1.0, 1.0).double())
+                m.running_var += m.eps
+                m.eps = 0.0
+            if isinstance(m, nn.ReLU):
+                m.inplace = False
+    x = _smooth(1, 64, 28).double()
+    comps, _ = fgcam.Explainer(model).components(x, "grad-cam", target=6)
+    ours = fgcam.explain(model, x, "fg-grad-cam", "input", target=6, bn="fold")
+    passed = fgcam.explain(model, x, "fg-grad-cam", "input", target=6, bn="pass")
+    assert not torch.allclose(ours, passed)                 # the fold matters here (negative scales)
+
+    exact = Stabilizer(epsilon=1e-100, clip=False, norm_scale=False)
+    composite = SpecialFirstLayerMapComposite(
+        layer_map=[(Activation, Pass()), (BatchNorm, Pass()), (Sum, Norm(stabilizer=exact)),
+                   (Convolution, ZPlus(stabilizer=exact, zero_params="bias"))],
+        first_map=[(Convolution, ZBox(x.min().expand_as(x), x.max().expand_as(x), stabilizer=exact,
+                                      zero_params="bias"))],
+        canonizers=[ResNetCanonizer()])
+    features = nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool, model.layer1, model.layer2,
+                             model.layer3, model.layer4)
+    with Gradient(model=features, composite=composite) as attributor:
+        _, rel = attributor(x, comps)
+    theirs = rel.sum(1)
+    assert torch.isfinite(theirs).all()
+    assert (ours - theirs).abs().max() <= 1e-9 * theirs.abs().max()
+
+
 def test_bottleneck_canonized_forward_is_the_models(bottleneck_resnet):
     """While explaining, every block computes what it computes outside (the canonizer reorders nothing)."""
     from fgcam.graph import explaining

@@ -86,9 +86,12 @@ MUTANTS: list[Mutant] = [
            "    return (num / den).masked_fill_(zero, 0)", "    return (num / (den + 1e-6)).masked_fill_(zero, 0)",
            (BEYOND + "test_fgcam_input_matches_zennit_resnet18", H + "test_zplus_negative_inputs_match_zennit"),
            "zennit's default epsilon 1e-6 in every denominator (the reference has none)"),
-    Mutant("bn-fold-without-sqrt", "rules", "fgcam/rules.py",
-           "scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)", "scale = bn.weight / (bn.running_var + bn.eps)",
-           (BEYOND + "test_fgcam_input_matches_zennit_resnet18",), "BN folded with the variance, not the std"),
+    # (Folding with the variance instead of the std is an equivalent mutant: z+ and z^B ignore a positive scale of
+    # a conv's output channels, so only the sign of gamma / sqrt(var + eps) can change a map.)
+    Mutant("bn-fold-without-gamma", "rules", "fgcam/rules.py",
+           "scale = bn.weight / torch.sqrt(bn.running_var + bn.eps) if bn.affine",
+           "scale = 1.0 / torch.sqrt(bn.running_var + bn.eps) if bn.affine",
+           (H + "test_bottleneck_resnet_bn_fold_matches_zennit",), "BN folded without its scale gamma (and its sign)"),
     # ---------------------------------------------------------------------------------------------- propagation
     Mutant("image-bounds-of-the-batch", "propagation", "fgcam/propagation.py",
            "    flat = images.detach().flatten(1)\n", "    flat = images.detach().flatten().expand(len(images), -1)\n",
