@@ -557,3 +557,16 @@ def test_pool_rule_clamps_negative_inputs_by_hand():
     assert out.tolist() == [[[[0.0, 0.0, 0.0, 7.0]]]]
     avg = PoolLRP0().relprop(nn.AvgPool2d((1, 2)), x, r, Context())     # z+ with the pool's weights 1/2
     assert avg.tolist() == [[[[0.0, 0.0, 7 * 0.5 / 3.5, 7 * 3.0 / 3.5]]]]
+
+
+# --- the energy pointing game on a signed map, by hand --------------------------------------------------------
+
+def test_energy_pointing_game_signed_map_by_hand():
+    """The maps are signed (fgcam returns them before any ReLU); the energy pointing game (Wang et al. 2020, on
+    ReLU'd CAM maps) ReLUs first, then min-max normalises.  ``[[2, -2], [0, 0]]`` -> ReLU ``[[2, 0], [0, 0]]`` ->
+    ``[[1, 0], [0, 0]]``: all energy in pixel (0, 0).  (Normalising the signed map would give ``[[1, 0],
+    [0.5, 0.5]]`` and 1/2.)"""
+    sal = torch.tensor([[[2.0, -2.0], [0.0, 0.0]]])
+    assert float(M.energy_pointing_game(sal, torch.tensor([[0, 0, 1, 1]]))) == 1.0
+    assert float(M.energy_pointing_game(sal, torch.tensor([[0, 1, 2, 2]]))) == 0.0     # the bottom row
+    assert float(M.mask_energy(sal, torch.tensor([[[False, True], [True, True]]]))) == 0.0

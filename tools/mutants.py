@@ -179,7 +179,7 @@ MUTANTS: list[Mutant] = [
     Mutant("pointing-without-relu", "metrics", "fgcam/metrics.py",
            "    s = _minmax(_resize(sal, inside.shape[-2:]).clamp(min=0))",
            "    s = _minmax(_resize(sal, inside.shape[-2:]))",
-           (METRICS + "test_energy_pointing_game_hand_examples",), "energy of the signed map"),
+           (H + "test_energy_pointing_game_signed_map_by_hand",), "energy of the signed map"),
     Mutant("box-x-y-swapped", "metrics", "fgcam/metrics.py",
            "    return (xs >= x1) & (xs < x2) & (ys >= y1) & (ys < y2)",
            "    return (xs >= y1) & (xs < y2) & (ys >= x1) & (ys < x2)",
