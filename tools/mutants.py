@@ -240,8 +240,9 @@ MUTANTS: list[Mutant] = [
            "                output = output.contiguous()", "                pass",
            (H + "test_channels_last_inputs_and_models_give_the_same_maps",),
            "a channels-last leaf output breaks the recorded chain at torch.flatten"),
+    # (Dropping only torch.enable_grad() there is an equivalent mutant: inference_mode(False) turns grad mode on.)
     Mutant("no-grad-respected", "explain", "fgcam/explain.py",
-           "    with torch.inference_mode(False), torch.enable_grad():", "    with torch.inference_mode(False):",
+           "    with torch.inference_mode(False), torch.enable_grad():", "    with contextlib.nullcontext():",
            (H + "test_no_grad_and_inference_mode_give_the_same_maps",),
            "an explanation under torch.no_grad() fails in autograd"),
 ]
