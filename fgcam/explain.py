@@ -22,6 +22,7 @@ ResNet and MobileNet V2, the MobileNet V2 of :mod:`fgcam.zoo`).  The model is le
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -102,6 +103,33 @@ def _check_images(model: nn.Module, images) -> None:
         raise ValueError(f"images contain NaN or Inf (images {bad} of the batch)")
 
 
+@contextlib.contextmanager
+def _autograd_on(model: nn.Module):
+    """Gradients on for the duration of an explanation, also when the caller is under ``torch.no_grad()`` or
+    ``torch.inference_mode()``: every method needs autograd (the rules take one backward pass per layer).
+
+    Inside ``torch.inference_mode()`` the block leaves inference mode (``torch.inference_mode(False)``); a model
+    whose parameters were created in inference mode cannot take part in autograd at all, which is reported.
+    """
+    bad = next((name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_inference()), None)
+    if bad is not None:
+        raise RuntimeError(f"the model's tensor {bad!r} was created under torch.inference_mode(), and inference "
+                           "tensors cannot be used by autograd, which every fgcam method needs: create or load the "
+                           "model outside torch.inference_mode() (or clone its parameters outside it)")
+    with torch.inference_mode(False), torch.enable_grad():
+        yield
+
+
+def _plain(t):
+    """``t`` as an ordinary contiguous tensor: an inference-mode tensor is cloned (outside inference mode, inside
+    :func:`_autograd_on`), a channels-last one is made contiguous (the maps come back in the usual layout)."""
+    if isinstance(t, torch.Tensor):
+        if t.is_inference():
+            t = t.clone()
+        t = t.contiguous()
+    return t
+
+
 def _targets(target, logits: torch.Tensor) -> torch.Tensor:
     b, k = logits.shape
     if target is None:
@@ -150,6 +178,10 @@ class Explainer:
             raise ValueError(f"unknown method {method!r}; valid methods: {', '.join(METHODS)}")
         m = METHODS[method]
         _check_images(self.model, images)
+        with _autograd_on(self.model):
+            return self._explain(_plain(images), m, method, layer, _plain(target), denoise)
+
+    def _explain(self, images, m: Method, method, layer, target, denoise) -> torch.Tensor:
         if m.family == "cam" and layer == "input":
             raise ValueError(f"{method} is a plain CAM method and needs a hidden layer (e.g. 'features.13'); "
                              "for input-resolution maps use fg-" + method + " or lrp/clrp/sglrp")
@@ -197,7 +229,8 @@ class Explainer:
         if m is None:
             raise ValueError(f"unknown CAM method {method!r}; valid: {', '.join(_CAM_BASES)}")
         _check_images(self.model, images)
-        with explaining(self.model):
+        with _autograd_on(self.model), explaining(self.model):
+            images, target = _plain(images), _plain(target)
             _, A, G, t = self._activation_and_gradient(images, m, self._cam_leaf(), None, target)
             return self._components(images, m, A, G, t).detach(), t
 
@@ -243,7 +276,9 @@ def explain(model: nn.Module, images: torch.Tensor, method: str, layer: str, tar
     model: a CNN whose forward pass is a graph of modules with rules: a chain (VGG, MobileNet V1) or a residual
         network known to :mod:`fgcam.canonizers` (torchvision ResNet, MobileNet V2); left exactly as it was
         (mode, hooks, ``forward``, modules).
-    images: ``[B, C, H, W]`` float tensor, normalised as the model expects; finite.
+    images: ``[B, C, H, W]`` float tensor, normalised as the model expects; finite.  Any memory format (a
+        channels-last input or model gives the same map); the call may be made under ``torch.no_grad()`` or
+        ``torch.inference_mode()`` (gradients are enabled inside; a model built in inference mode is refused).
     method: one of :data:`METHODS` (``"fg-grad-cam"``, ``"grad-cam"``, ``"lrp"``, ...).
     layer: module name (``"features.13"``; a block or stage such as ``"layer2"`` stands for its output) whose
         output the map lives at, or ``"input"``.  Inside a residual block the map holds only the relevance that

@@ -13,7 +13,8 @@ forward pass of the image.  This module records exactly that, in one forward pas
   additions made visible by :mod:`fgcam.canonizers`) and restores it exactly afterwards.
 
 The recorded pass is a graph of leaf modules: every tensor a leaf receives must be the model's input or the output
-of a leaf that ran before it (a reshape such as ``torch.flatten`` between two leaves is allowed).  Each
+of a leaf that ran before it (a reshape such as ``torch.flatten`` between two leaves is allowed; a leaf's
+channels-last output is replaced by a contiguous copy so that such a reshape remains a view).  Each
 :class:`Step` notes which steps produced its inputs (``parents``).  For VGG-like models this is a plain chain
 (each step's parent is the step before it).  Branches are fine as long as they meet in a leaf module: a residual
 block's ``x + body(x)`` is made a leaf (:class:`fgcam.canonizers.Add`) by the canonizers that
@@ -171,6 +172,10 @@ def record(model: nn.Module, images: torch.Tensor, *, store_from: str | None = "
                                  "shared modules are not supported")
             seen.add(name)
             parents = tuple(producer(a, name, module, _same_tensor(a, output)) for a in args)
+            if not output.is_contiguous():
+                # A channels-last output (channels-last input or weights): made contiguous, so that a reshape
+                # between two leaves (``torch.flatten``) stays a view of it that the next leaf can be traced to.
+                output = output.contiguous()
             if len(args) == 1:
                 x = args[0]
                 stored, shape = (x.detach() if state["store"] else None), x.shape

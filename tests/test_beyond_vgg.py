@@ -404,13 +404,6 @@ def _own_half(maps, side):
     return (half.sum((1, 2)) / m.sum((1, 2))).tolist()
 
 
-#: Whether FG-Grad-CAM at the input puts more positive energy on the dog's own half of pets.png than Grad-CAM at
-#: the CAM layer, as measured (the Italian greyhound is on the left, the Boston bull on the right).  The claim
-#: holds for 2 of the 4 cases; see test_two_dogs.
-FG_BEATS_GRAD_CAM = {("mobilenet_v2_1.0_224", 172): True, ("mobilenet_v2_1.0_224", 196): False,
-                     ("mobilenet_v1_0.75_192", 172): False, ("mobilenet_v1_0.75_192", 196): True}
-
-
 @pytest.mark.parametrize("name", zoo.REAL_MODELS)
 def test_two_dogs(real, name):
     """pets.png: Italian greyhound (logit 172, left half) and Boston bull (196, right half), both in the top 5.
@@ -418,8 +411,10 @@ def test_two_dogs(real, name):
     Holds: the FG-CAM maps of the two classes differ (Spearman < 0.999, though high: z+ maps share much of
     their structure); the class-difference map (greyhound map - Boston map, each normalised by its L1 norm) puts
     > 85 % of its positive part on the greyhound's half and of its negative part on the Boston's half, at least as
-    much as Grad-CAM's difference map does.  Holds only in 2 of 4 cases: each class's own map puts more
-    energy on its own dog's half than Grad-CAM does (FG_BEATS_GRAD_CAM)."""
+    much as Grad-CAM's difference map does; and the difference map is more concentrated on each dog's half than
+    that class's own map is: the subtraction removes the structure the two maps share (their Spearman is near 1),
+    which covers both dogs.  Not asserted, only printed: whether each class's own map puts more energy on its
+    own dog's half than Grad-CAM does (it does for 2 of the 4 cases, so it is no property of the method)."""
     from fgcam.metrics import spearman
 
     model, spec, files, x = real[name]
@@ -442,5 +437,5 @@ def test_two_dogs(real, name):
     assert min(fg_diff) > 0.85
     assert fg_diff[0] >= cam_diff[0] and fg_diff[1] >= cam_diff[1]
     fg_own, cam_own = report["fg own half: greyhound, boston"], report["grad-cam own half: greyhound, boston"]
-    for k, cls in enumerate((172, 196)):
-        assert (fg_own[k] > cam_own[k]) == FG_BEATS_GRAD_CAM[(name, cls)], (cls, fg_own[k], cam_own[k])
+    assert fg_diff[0] > fg_own[0] and fg_diff[1] > fg_own[1], (fg_diff, fg_own)
+    print(name, "FG own half > Grad-CAM own half (greyhound, boston):", [f > c for f, c in zip(fg_own, cam_own)])

@@ -244,8 +244,15 @@ def test_unsupported_module_named(golden, golden_model):
     golden_model.features[16] = nn.GELU()
     with pytest.raises(TypeError, match=r"module 'features\.16' of type GELU"):
         fgcam.explain(golden_model, golden["input"], "fg-grad-cam", "features.13")
-    # above the target layer only: fine
-    fgcam.explain(golden_model, golden["input"], "fg-grad-cam", "features.23")
+    # above the target layer only: fine.  The GELU lies below features.23, so the map there is the propagation
+    # through features.24-43 alone: it conserves the components' relevance (up to the 0/0 drops).
+    from fgcam.rules import dropped_relevance
+    comps, _ = fgcam.Explainer(golden_model).components(golden["input"], "grad-cam")
+    with dropped_relevance() as drops:
+        above = fgcam.explain(golden_model, golden["input"], "fg-grad-cam", "features.23")
+    assert above.shape == (1, 28, 28) and above.abs().max() > 0
+    lost = float(sum(drops)) if drops else 0.0
+    assert abs(above.sum().item() + lost - comps.sum().item()) <= 1e-5 * comps.abs().sum().item()
 
 
 def test_non_chain_model_error():
