@@ -293,10 +293,17 @@ def measured_part(claim: Claim, rows) -> Claim | None:
 
 def _gather(rows, table):
     """-> ({cell: point value}, {cell: {image_id: value}}) for ``table``'s rows."""
-    point, per = {}, {}
+    return _gather_all(rows, {str(table)}).get(str(table), ({}, {}))
+
+
+def _gather_all(rows, tables: set[str]) -> dict[str, tuple[dict, dict]]:
+    """:func:`_gather` for several tables in one pass over the rows."""
+    out: dict[str, tuple[dict, dict]] = {}
     for r in rows:
-        if str(r["table"]) != str(table):
+        t = str(r["table"])
+        if t not in tables:
             continue
+        point, per = out.setdefault(t, ({}, {}))
         if "values" in r:  # a row of the results store: several values per (image, method, layer, metric)
             items = r["values"].items()
         else:
@@ -308,11 +315,11 @@ def _gather(rows, table):
             if "image_id" in r:
                 d = per.setdefault(cell, {})
                 if r["image_id"] in d and d[r["image_id"]] != float(v):
-                    raise ValueError(f"table {table}: two values for image {r['image_id']} in cell {cell}")
+                    raise ValueError(f"table {t}: two values for image {r['image_id']} in cell {cell}")
                 d[r["image_id"]] = float(v)
             else:
                 point[cell] = float(v)
-    return point, per
+    return out
 
 
 def _fmt(v: float) -> str:
@@ -385,8 +392,7 @@ def verdict(claim: Claim, rows, n_resamples: int = stats.N_RESAMPLES, seed: int 
         return {**base, "verdict": VERDICTS[3], "interval": None, "mode": mode, "n_images": 0, "critical": None,
                 "evidence": "no image has every cell of the claim", "outcome": f"{VERDICTS[3]} (no image has "
                 "every cell of the claim)", "comparisons": [], "saturated": []}
-    counts = stats.resample_counts(n, n_resamples, seed)
-    est, boot = stats.bootstrap_means(x, counts=counts)
+    est, boot = stats.bootstrap_means(x, n_resamples, seed)
     q = np.array([float(comp.value(est[ix])) for comp, ix in zip(claim.comparisons, idx)])
     qb = np.stack([comp.value(boot[:, ix]) for comp, ix in zip(claim.comparisons, idx)], axis=1)
     lo, hi = stats.percentile(qb, level)
@@ -468,8 +474,8 @@ def verdicts(rows, tables=None, claims: Sequence[Claim] | None = None, **kw) -> 
     """Verdicts of every table claim (of the given tables), or of ``claims``, on ``rows``."""
     pool = [c for c in (CLAIMS if claims is None else claims) if tables is None or c.table in tables]
     rows = list(rows)
-    gathered = {str(t): _gather(rows, t) for t in dict.fromkeys(c.table for c in pool)}  # one pass per table
-    return [verdict(c, rows, _gathered=gathered[str(c.table)], **kw) for c in pool]
+    gathered = _gather_all(rows, {str(c.table) for c in pool})  # one pass over the rows for all tables
+    return [verdict(c, rows, _gathered=gathered.get(str(c.table), ({}, {})), **kw) for c in pool]
 
 
 def verdict_table(results: Sequence[dict]):

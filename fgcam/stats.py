@@ -26,6 +26,7 @@ resamples of 1,000 images x 100 cells take well under a second.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Callable, NamedTuple, Sequence
@@ -99,6 +100,13 @@ def resample_counts(n: int, n_resamples: int = N_RESAMPLES, seed: int = SEED) ->
     return np.bincount(flat, minlength=n_resamples * n).reshape(n_resamples, n)
 
 
+@functools.lru_cache(maxsize=8)
+def _cached_counts(n: int, n_resamples: int, seed: int) -> np.ndarray:
+    c = resample_counts(n, n_resamples, seed).astype(np.float64)
+    c.setflags(write=False)
+    return c
+
+
 def bootstrap_means(values, n_resamples: int = N_RESAMPLES, seed: int = SEED,
                     counts: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Means of each column of ``values`` (images x quantities) and their ``(n_resamples, k)`` bootstrap
@@ -109,8 +117,8 @@ def bootstrap_means(values, n_resamples: int = N_RESAMPLES, seed: int = SEED,
     """
     x = _as_2d(values)
     n = x.shape[0]
-    if counts is None:
-        counts = resample_counts(n, n_resamples, seed)
+    if counts is None:  # the same (n, n_resamples, seed) always give the same matrix: computed once
+        counts = _cached_counts(n, n_resamples, seed)
     elif counts.shape[1] != n:
         raise ValueError(f"counts has {counts.shape[1]} columns for {n} images")
     ref = x[0]
