@@ -30,7 +30,7 @@ while its folded-BatchNorm bias keeps the output, and hence ``R_j``, positive.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -264,7 +264,7 @@ class ConservationReport:
     types: list[str]
     dropped: torch.Tensor
     magnitude: torch.Tensor
-    bypassed: torch.Tensor = field(default=None)
+    bypassed: torch.Tensor
 
     @property
     def dropped_share(self) -> torch.Tensor:
