@@ -4,6 +4,9 @@ The contrastive components are the target's minus those of a dual output ``y_d =
 build that dual output independently (a linear head ``c`` on top of the model, or Score-CAM's masked passes by
 hand) and check that the contrastive map is the difference of the two separately propagated maps (the rules are
 linear in the relevance)."""
+import os
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -19,6 +22,7 @@ from fgcam.propagation import image_bounds, propagate
 from conftest import SHARED
 
 REAL = zoo.real_models_folder(SHARED / "real-imagenet") or SHARED / "real-imagenet"
+ROOT = Path(__file__).resolve().parents[1]
 BASES = ["grad-cam", "grad-cam++", "xgrad-cam", "layer-cam", "score-cam"]
 
 
@@ -142,3 +146,31 @@ def test_real_mobilenet_v1_contrast_linearity(contrast):
         dual = fgcam.Explainer(nn.Sequential(model, head), cam_layer="0.features.58", zero_denominator=zd).explain(
             x, "fg-grad-cam", "input", target=0)
         assert (ours - (own - dual)).abs().max() <= 1e-9 * own.abs().max(), (target, zd)
+
+
+def test_probe_contrast_puts_more_energy_in_the_explained_cell():
+    """tools/contrast_probe.py's 8 composites (seed 0): four ImageNet sample photos of distinct classes, each
+    classified correctly alone by the real MobileNet V1, in the cells of a 2x2 composite.  Both contrastive
+    FG-Grad-CAMs put a larger share of their positive energy in the explained class's cell than the paper's
+    FG-Grad-CAM, on every one of the 8 composites: that is what the probe measured (issue 13 asks whether the
+    CAM-level analogues of CLRP and SGLRP discriminate classes better), so the test pins the direction, not the
+    numbers (they are in the probe's output).  Why it holds is not established here: the four classes' Grad-CAM
+    weights are already nearly orthogonal on these composites (mean pairwise cosine about -0.02), so it is not a
+    large part common to all classes that the dual removes."""
+    import importlib.util
+
+    photos = Path(os.environ.get("FGCAM_IMAGENET_SAMPLES") or SHARED / "imagenet-sample-images")
+    if not (photos / "synsets.txt").exists() or not (REAL / "validation.json").exists():
+        pytest.fail(f"this test needs {photos} and {REAL} (../shared beside the checkout, or FGCAM_IMAGENET_SAMPLES "
+                    "and FGCAM_REAL_MODELS)")
+    spec = importlib.util.spec_from_file_location("contrast_probe", ROOT / "tools" / "contrast_probe.py")
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    variants = [v for v in probe.VARIANTS if v[2] == "input" and v[1] == "fg-grad-cam" and not v[3]]
+    assert [v[4] for v in variants] == [None, "others", "softmax"]
+    result = probe.run(8, 0, photos, REAL, variants=variants, log=lambda s: None, conservation=False)
+    paper, others, softmax = ([r["cell_share"] for r in result["variants"][v[0]]] for v in variants)
+    print(probe.summary(result))
+    assert len(paper) == 8
+    assert all(o > p for o, p in zip(others, paper)), (paper, others)
+    assert all(s > p for s, p in zip(softmax, paper)), (paper, softmax)

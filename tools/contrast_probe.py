@@ -117,20 +117,21 @@ def cell_masks(h: int, w: int) -> torch.Tensor:
     return masks
 
 
-def explain_variant(model, x4, labels, variant):
-    """Maps ``[4, h, w]`` of the four classes on one composite, and the share reaching the input (or None)."""
+def explain_variant(model, x4, labels, variant, conservation: bool = True):
+    """Maps ``[4, h, w]`` of the four classes on one composite, and the share reaching the input (None for
+    Grad-CAM, or when ``conservation`` is False: then one propagation instead of the report's two)."""
     _, method, layer, options, contrast = variant
     ex = fgcam.Explainer(model, **options)
-    if method.startswith("grad-cam"):
+    if method.startswith("grad-cam") or not conservation:
         return ex.explain(x4, method, layer, target=labels, contrast=contrast), None
     rep = ex.report(x4, method, layer, target=labels, contrast=contrast)
     return rep.maps, rep.reached_share
 
 
-def measure(model, x, labels, variant) -> dict:
+def measure(model, x, labels, variant, conservation: bool = True) -> dict:
     """The three measures for one composite ``x`` ``[1, 3, H, W]`` and its four cell classes ``labels``."""
     x4 = x.repeat(4, 1, 1, 1)
-    maps, reached = explain_variant(model, x4, torch.tensor(labels), variant)
+    maps, reached = explain_variant(model, x4, torch.tensor(labels), variant, conservation)
     cell = energy_pointing_game(maps, cell_masks(*x.shape[-2:]))
     pairs = [(a, b) for a in range(4) for b in range(a + 1, 4)]
     rho = spearman(maps[[a for a, _ in pairs]], maps[[b for _, b in pairs]])
@@ -139,7 +140,7 @@ def measure(model, x, labels, variant) -> dict:
 
 
 def run(n: int = 8, seed: int = 0, photos: Path | None = None, models: Path | None = None,
-        variants=VARIANTS, log=print) -> dict:
+        variants=VARIANTS, log=print, conservation: bool = True) -> dict:
     """Measure every variant on ``n`` composites; returns ``{"composites": [...], "variants": {label: rows}}``."""
     photos = photos or default_folder("FGCAM_IMAGENET_SAMPLES", "imagenet-sample-images")
     models = models or default_folder("FGCAM_REAL_MODELS", "real-imagenet")
@@ -158,7 +159,7 @@ def run(n: int = 8, seed: int = 0, photos: Path | None = None, models: Path | No
                                   "rank_in_composite": ranks})
         for v in variants:
             t = time.perf_counter()
-            out["variants"][v[0]].append(measure(model, x, labels, v))
+            out["variants"][v[0]].append(measure(model, x, labels, v, conservation))
             log(f"composite {i} {v[0]}: {out['variants'][v[0]][-1]} ({time.perf_counter() - t:.1f} s)")
     return out
 
