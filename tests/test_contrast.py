@@ -154,9 +154,7 @@ def test_probe_contrast_puts_more_energy_in_the_explained_cell():
     FG-Grad-CAMs put a larger share of their positive energy in the explained class's cell than the paper's
     FG-Grad-CAM, on every one of the 8 composites: that is what the probe measured (issue 13 asks whether the
     CAM-level analogues of CLRP and SGLRP discriminate classes better), so the test pins the direction, not the
-    numbers (they are in the probe's output).  Why it holds is not established here: the four classes' Grad-CAM
-    weights are already nearly orthogonal on these composites (mean pairwise cosine about -0.02), so it is not a
-    large part common to all classes that the dual removes."""
+    numbers (they are in the probe's output).  Why it holds is not established here."""
     import importlib.util
 
     photos = Path(os.environ.get("FGCAM_IMAGENET_SAMPLES") or SHARED / "imagenet-sample-images")
