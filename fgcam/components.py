@@ -56,6 +56,17 @@ def score_cam_masks(A: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return safe_divide(flat - lo, den).view_as(up)
 
 
+def _masked_probabilities(model, images: torch.Tensor, A: torch.Tensor, batch_size: int):
+    """Yield ``(slice, owner, softmax(f(x * M_k)))`` over the ``B x C`` masked images, in chunks of ``batch_size``
+    (row ``i`` of the flattened ``[B * C]`` order is image ``owner[i]`` with the mask of channel ``i mod C``)."""
+    b, c = A.shape[:2]
+    flat_masks = score_cam_masks(A, images.shape[-2:]).reshape(b * c, 1, *images.shape[-2:])
+    owner = torch.arange(b, device=images.device).repeat_interleave(c)
+    for start in range(0, b * c, batch_size):
+        sl = slice(start, start + batch_size)
+        yield sl, owner[sl], torch.softmax(model(images[owner[sl]] * flat_masks[sl]), dim=1)
+
+
 @torch.no_grad()
 def score_cam_weights(model, images: torch.Tensor, A: torch.Tensor, target: torch.Tensor,
                       batch_size: int = 32) -> torch.Tensor:
@@ -65,13 +76,25 @@ def score_cam_weights(model, images: torch.Tensor, A: torch.Tensor, target: torc
     All ``B x C`` masked images are run in chunks of ``batch_size``.  Returns ``[B, C]``.
     """
     b, c = A.shape[:2]
-    masks = score_cam_masks(A, images.shape[-2:])
     weights = torch.empty(b * c, dtype=images.dtype, device=images.device)
     cls = target.repeat_interleave(c)
-    flat_masks = masks.reshape(b * c, 1, *images.shape[-2:])
-    owner = torch.arange(b, device=images.device).repeat_interleave(c)
-    for start in range(0, b * c, batch_size):
-        sl = slice(start, start + batch_size)
-        probs = torch.softmax(model(images[owner[sl]] * flat_masks[sl]), dim=1)
+    for sl, _, probs in _masked_probabilities(model, images, A, batch_size):
         weights[sl] = probs.gather(1, cls[sl, None]).squeeze(1)
     return weights.view(b, c)
+
+
+@torch.no_grad()
+def score_cam_contrast_weights(model, images: torch.Tensor, A: torch.Tensor, target: torch.Tensor,
+                               coefficients: torch.Tensor, batch_size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """Score-CAM weights of the target and of a dual output from the same masked forward passes (class-contrastive
+    components, beyond the paper): ``alpha_k = p_t(x * M_k)`` as :func:`score_cam_weights` and
+    ``alpha^d_k = sum_n c_n p_n(x * M_k)`` with ``coefficients`` ``c`` ``[B, K]``
+    (:func:`fgcam.lrp.dual_coefficients`).  Returns two ``[B, C]`` tensors."""
+    b, c = A.shape[:2]
+    weights = torch.empty(b * c, dtype=images.dtype, device=images.device)
+    dual = torch.empty(b * c, dtype=images.dtype, device=images.device)
+    cls = target.repeat_interleave(c)
+    for sl, owner, probs in _masked_probabilities(model, images, A, batch_size):
+        weights[sl] = probs.gather(1, cls[sl, None]).squeeze(1)
+        dual[sl] = (probs * coefficients[owner]).sum(1)
+    return weights.view(b, c), dual.view(b, c)

@@ -16,6 +16,14 @@ method                    what it returns at ``layer``
 
 All maps are signed, before any ReLU or normalisation, ``[B, h, w]`` on the images' device.
 
+Beyond the paper (both opt-in; the defaults are the reference's):
+
+* ``contrast="others"`` or ``"softmax"`` (CAM and FG-CAM methods): class-contrastive components, the target's
+  minus those of a dual output, the mean of the other classes' logits (the CAM analogue of CLRP) or their
+  combination weighted by their softmax probabilities (of SGLRP); see :func:`fgcam.lrp.dual_coefficients`.
+* ``zero_denominator="flat"`` or ``"w2"`` (an option): rules that keep the relevance the reference drops on zero
+  denominators (:mod:`fgcam.conservation`, which also reports where relevance is dropped).
+
 Supported models: CNNs whose forward pass is a graph of leaf modules with rules (:mod:`fgcam.rules`): plain chains
 (VGG, MobileNet V1) and residual networks whose additions :mod:`fgcam.canonizers` makes visible (torchvision
 ResNet and MobileNet V2, the MobileNet V2 of :mod:`fgcam.zoo`).  The model is left exactly as it was.
@@ -30,9 +38,10 @@ from torch import nn
 
 from . import components as comp
 from .canonizers import canonized
+from .conservation import ConservationReport, build_report, conserving_rules
 from .denoise import denoise_components, rank_for
 from .graph import explaining, leaf_names, record, resolve_leaf
-from .lrp import output_relevance
+from .lrp import CONTRASTS, dual_coefficients, output_relevance
 from .propagation import propagate, resolve_bounds
 
 
@@ -60,7 +69,7 @@ METHODS: dict[str, Method] = {
     **{k: Method(k, "lrp", k) for k in ("lrp", "clrp", "sglrp")},
 }
 
-_OPTIONS = {"zb_bounds": "image", "bn": "pass", "score_batch_size": 32, "rules": None}
+_OPTIONS = {"zb_bounds": "image", "bn": "pass", "score_batch_size": 32, "rules": None, "zero_denominator": "drop"}
 
 
 def default_cam_layer(model: nn.Module) -> str:
@@ -150,8 +159,8 @@ def _targets(target, logits: torch.Tensor) -> torch.Tensor:
 class Explainer:
     """Reusable explainer for one model: ``Explainer(model)(images, "fg-grad-cam", "features.13")``.
 
-    Holds the options (``zb_bounds``, ``bn``, ``score_batch_size``, ``rules``) and the CAM layer; every call
-    records one forward pass and leaves the model as it found it (mode, in-place flags, hooks).
+    Holds the options (``zb_bounds``, ``bn``, ``score_batch_size``, ``rules``, ``zero_denominator``) and the CAM
+    layer; every call records one forward pass and leaves the model as it found it (mode, in-place flags, hooks).
     """
 
     def __init__(self, model: nn.Module, cam_layer: str | None = None, **options):
@@ -162,6 +171,8 @@ class Explainer:
         self.options = {**_OPTIONS, **options}
         if self.options["bn"] not in ("pass", "fold"):
             raise ValueError(f"bn must be 'pass' (reference) or 'fold'; got {self.options['bn']!r}")
+        hidden, self._first_rules = conserving_rules(self.options["zero_denominator"])
+        self._rules = {**hidden, **(self.options["rules"] or {})} if hidden else self.options["rules"]
         self.cam_layer = cam_layer
 
     def _layer(self, layer: str) -> str:
@@ -169,59 +180,91 @@ class Explainer:
             raise TypeError(f"layer must be a module name or 'input'; got {layer!r}")
         return "input" if layer == "input" else resolve_leaf(self.model, layer)
 
-    def __call__(self, images: torch.Tensor, method: str, layer: str, target=None, denoise=False) -> torch.Tensor:
-        return self.explain(images, method, layer, target=target, denoise=denoise)
+    def __call__(self, images: torch.Tensor, method: str, layer: str, target=None, denoise=False,
+                 contrast=None) -> torch.Tensor:
+        return self.explain(images, method, layer, target=target, denoise=denoise, contrast=contrast)
 
-    def explain(self, images, method, layer, target=None, denoise=False) -> torch.Tensor:
-        """See :func:`fgcam.explain`."""
+    def _check(self, images, method, layer, denoise, contrast) -> Method:
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; valid methods: {', '.join(METHODS)}")
         m = METHODS[method]
         _check_images(self.model, images)
-        with _autograd_on(self.model):
-            return self._explain(_plain(images), m, method, layer, _plain(target), denoise)
-
-    def _explain(self, images, m: Method, method, layer, target, denoise) -> torch.Tensor:
         if m.family == "cam" and layer == "input":
             raise ValueError(f"{method} is a plain CAM method and needs a hidden layer (e.g. 'features.13'); "
                              "for input-resolution maps use fg-" + method + " or lrp/clrp/sglrp")
         if denoise and m.family != "fg":
             raise ValueError(f"denoise applies to FG-CAM methods only, not {method}")
-        with explaining(self.model):           # names resolve on the canonized model (a block's output leaf)
+        _check_contrast(contrast, m)
+        return m
+
+    def explain(self, images, method, layer, target=None, denoise=False, contrast=None) -> torch.Tensor:
+        """See :func:`fgcam.explain`."""
+        m = self._check(images, method, layer, denoise, contrast)
+        with _autograd_on(self.model), explaining(self.model):  # names resolve on the canonized model
+            images, target = _plain(images), _plain(target)
             leaf = self._layer(layer)
             if m.family == "cam":
-                return self._cam(images, m, leaf, target)
-            if m.family == "fg":
-                return self._fg(images, m, leaf, target, denoise)
-            return self._lrp(images, m, leaf, target)
+                return self._cam(images, m, leaf, target, contrast)
+            return self._propagate(*self._start(images, m, leaf, target, denoise, contrast), leaf, images)
+
+    def report(self, images, method, layer="input", target=None, denoise=False, contrast=None) -> ConservationReport:
+        """Explain like :meth:`explain` (FG-CAM and LRP methods) and report where the relevance goes: how much
+        reaches ``layer`` and which modules drop the rest (:class:`fgcam.conservation.ConservationReport`)."""
+        m = self._check(images, method, layer, denoise, contrast)
+        if m.family == "cam":
+            raise ValueError(f"{method} propagates nothing; report() applies to FG-CAM and LRP methods")
+        with _autograd_on(self.model), explaining(self.model):
+            images, target = _plain(images), _plain(target)
+            leaf = self._layer(layer)
+            trace, relevance, start = self._start(images, m, leaf, target, denoise, contrast)
+            return build_report(method, leaf, trace, relevance, start, leaf, self._bounds(leaf, images),
+                                self.options["bn"] == "fold", self._rules, self._first_rules)
 
     # -- the three families -------------------------------------------------------------------------------
-    def _activation_and_gradient(self, images, m: Method, at: str, store_from, target):
-        """One forward pass; returns (trace, A at ``at``, gradient of the target logit at ``at`` or None, target)."""
+    def _activation_and_gradient(self, images, m: Method, at: str, store_from, target, contrast=None):
+        """One forward pass; returns (trace, A at ``at``, gradient of the target logit at ``at`` or None, target,
+        dual) with ``dual = None`` or ``(coefficients [B, K], gradient of the dual output or None)``."""
         grad = m.needs_gradient
         trace = record(self.model, images, store_from=store_from, grad_at=at if grad else None,
                        keep_outputs=() if grad else (at,))
         t = _targets(target, trace.logits)
+        dual = None
+        if contrast is not None:
+            dual = (dual_coefficients(trace.logits.detach(), t, contrast), None)
         if grad:
-            (G,) = torch.autograd.grad(trace.logits.gather(1, t[:, None]).sum(), trace.cut)
+            y = trace.logits.gather(1, t[:, None]).sum()
+            (G,) = torch.autograd.grad(y, trace.cut, retain_graph=dual is not None)
+            if dual is not None:                 # one more backward pass: d(sum_n c_n y_n)/dA
+                dual = (dual[0], torch.autograd.grad((trace.logits * dual[0]).sum(), trace.cut)[0])
             A = trace.cut.detach()
         else:
             A, G = trace.outputs[at], None
         if A.ndim != 4:
             raise ValueError(f"CAM layer {at!r} outputs shape {list(A.shape)}; CAM methods need [B, C, h, w]")
-        return trace, A, G, t
+        return trace, A, G, t, dual
 
-    def _components(self, images, m: Method, A, G, t) -> torch.Tensor:
+    def _components(self, images, m: Method, A, G, t, dual=None) -> torch.Tensor:
+        """``alpha_k A_k`` of the target; with ``dual``, minus the dual output's (contrastive components)."""
         if m.base == "layer-cam":
-            return comp.layer_cam_components(A, G)
+            I = comp.layer_cam_components(A, G)
+            return I if dual is None else I - comp.layer_cam_components(A, dual[1])
         if m.base == "score-cam":
-            w = comp.score_cam_weights(self.model, images, A, t, self.options["score_batch_size"])
+            if dual is None:
+                w = comp.score_cam_weights(self.model, images, A, t, self.options["score_batch_size"])
+            else:
+                wt, wd = comp.score_cam_contrast_weights(self.model, images, A, t, dual[0],
+                                                         self.options["score_batch_size"])
+                w = wt - wd
         else:
             w = _GRADIENT_BASES[m.base](A, G)
+            if dual is not None:
+                w = w - _GRADIENT_BASES[m.base](A, dual[1])
         return w[:, :, None, None] * A
 
-    def components(self, images: torch.Tensor, method: str, target=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Explanation components ``I_k = alpha_k A_k`` (Eq. 3) at the CAM layer, before denoising.
+    def components(self, images: torch.Tensor, method: str, target=None,
+                   contrast=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Explanation components ``I_k = alpha_k A_k`` (Eq. 3) at the CAM layer, before denoising (with
+        ``contrast``: the target's minus the dual output's, see :func:`fgcam.explain`).
 
         ``method`` is a base (``"grad-cam"``) or FG method name; returns ``(I [B, C, h, w], target [B])``.
         """
@@ -229,46 +272,60 @@ class Explainer:
         if m is None:
             raise ValueError(f"unknown CAM method {method!r}; valid: {', '.join(_CAM_BASES)}")
         _check_images(self.model, images)
+        _check_contrast(contrast, m)
         with _autograd_on(self.model), explaining(self.model):
             images, target = _plain(images), _plain(target)
-            _, A, G, t = self._activation_and_gradient(images, m, self._cam_leaf(), None, target)
-            return self._components(images, m, A, G, t).detach(), t
+            _, A, G, t, dual = self._activation_and_gradient(images, m, self._cam_leaf(), None, target, contrast)
+            return self._components(images, m, A, G, t, dual).detach(), t
 
     def _cam_leaf(self) -> str:
         """The CAM layer's leaf; call it while explaining (canonized)."""
         return resolve_leaf(self.model, self.cam_layer or default_cam_layer(self.model), "cam_layer")
 
-    def _cam(self, images, m, leaf, target):
-        trace, A, G, t = self._activation_and_gradient(images, m, leaf, None, target)
-        return self._components(images, m, A, G, t).sum(dim=1).detach()
+    def _cam(self, images, m, leaf, target, contrast):
+        trace, A, G, t, dual = self._activation_and_gradient(images, m, leaf, None, target, contrast)
+        return self._components(images, m, A, G, t, dual).sum(dim=1).detach()
+
+    def _bounds(self, leaf, images):
+        return resolve_bounds(self.options["zb_bounds"], images) if leaf == "input" else None
 
     def _propagate(self, trace, relevance, start, leaf, images):
-        bounds = resolve_bounds(self.options["zb_bounds"], images) if leaf == "input" else None
-        r = propagate(trace, relevance, start, leaf, bounds=bounds, fold_bn=self.options["bn"] == "fold",
-                      rules=self.options["rules"])
+        r = propagate(trace, relevance, start, leaf, bounds=self._bounds(leaf, images),
+                      fold_bn=self.options["bn"] == "fold", rules=self._rules, first_rules=self._first_rules)
         if r.ndim != 4:
             raise ValueError(f"layer {leaf!r} outputs shape {list(r.shape)}; a map needs [B, C, h, w]")
         return r.sum(dim=1).detach()
 
-    def _fg(self, images, m, leaf, target, denoise):
+    def _start(self, images, m, leaf, target, denoise, contrast):
+        """FG-CAM and LRP methods: ``(trace, relevance, start)``, the relevance to propagate from module ``start``."""
+        if m.family == "lrp":
+            trace = record(self.model, images, store_from=leaf)
+            t = _targets(target, trace.logits)
+            return trace, output_relevance(trace.logits, t, m.base), trace.steps[-1].name
         cam = self._cam_leaf()
-        trace, A, G, t = self._activation_and_gradient(images, m, cam, leaf, target)
+        trace, A, G, t, dual = self._activation_and_gradient(images, m, cam, leaf, target, contrast)
         if leaf != "input" and trace.index(leaf) > trace.index(cam):
             raise ValueError(f"layer {leaf!r} lies above the CAM layer {cam!r}: FG-CAM refines towards the input")
-        I = self._components(images, m, A, G, t)
+        I = self._components(images, m, A, G, t, dual)
         rank = rank_for(denoise, I.shape[1], I.shape[2] * I.shape[3])
         if rank is not None:
             I = denoise_components(I, rank)
-        return self._propagate(trace, I, cam, leaf, images)
+        return trace, I, cam
 
-    def _lrp(self, images, m, leaf, target):
-        trace = record(self.model, images, store_from=leaf)
-        t = _targets(target, trace.logits)
-        return self._propagate(trace, output_relevance(trace.logits, t, m.base), trace.steps[-1].name, leaf, images)
+
+def _check_contrast(contrast, m: Method) -> None:
+    if contrast is None:
+        return
+    if contrast not in CONTRASTS:
+        raise ValueError(f"contrast must be None (the paper) or one of {', '.join(map(repr, CONTRASTS))}; "
+                         f"got {contrast!r}")
+    if m.family == "lrp":
+        raise ValueError(f"contrast applies to CAM and FG-CAM methods, not {m.name}; the contrastive LRP methods "
+                         "are 'clrp' (contrast='others') and 'sglrp' (contrast='softmax')")
 
 
 def explain(model: nn.Module, images: torch.Tensor, method: str, layer: str, target=None, denoise=False,
-            cam_layer: str | None = None, **options) -> torch.Tensor:
+            cam_layer: str | None = None, contrast=None, **options) -> torch.Tensor:
     """Explain ``model``'s decision on ``images`` with ``method``, at the output of module ``layer``.
 
     Parameters
@@ -288,15 +345,23 @@ def explain(model: nn.Module, images: torch.Tensor, method: str, layer: str, tar
     cam_layer: FG-CAM only: where the components are taken (default: :func:`default_cam_layer`: last module of
         ``features``, ``layer4`` for ResNet).
         Ignored by the plain CAM methods, which work at ``layer``.
+    contrast: CAM and FG-CAM methods (beyond the paper). ``None``: the paper's components ``alpha_k^t A_k``;
+        ``"others"`` or ``"softmax"``: the target's components minus those of the dual output
+        ``y_d = sum_n c_n y_n`` with the coefficients of :func:`fgcam.lrp.dual_coefficients` (the mean of the other
+        classes' logits, or their softmax-weighted combination): the CAM-level analogues of CLRP and SGLRP.  A
+        gradient-based method takes one more backward pass (for ``dy_d/dA``); Score-CAM scores the dual from the
+        same masked forward passes.  Denoising, if asked, applies to the contrastive components.
     options: ``zb_bounds`` (``"image"``: per-image global min/max as the reference; ``("box", mean, std)``;
         ``(low, high)``), ``bn`` (``"pass"`` as the reference, or ``"fold"`` into the preceding conv),
-        ``score_batch_size`` (masked images per forward pass for Score-CAM), ``rules`` (extra type -> rule).
+        ``score_batch_size`` (masked images per forward pass for Score-CAM), ``rules`` (extra type -> rule),
+        ``zero_denominator`` (``"drop"``: the reference's ``0/0 := 0``; ``"flat"`` or ``"w2"``: spread the
+        relevance of a zero denominator over its window, :mod:`fgcam.conservation`).
 
     Returns
     -------
     ``[B, h, w]`` float tensor on the images' device: the signed map, before any ReLU or normalisation.
     """
-    return Explainer(model, cam_layer=cam_layer, **options).explain(images, method, layer, target, denoise)
+    return Explainer(model, cam_layer=cam_layer, **options).explain(images, method, layer, target, denoise, contrast)
 
 
 __all__ = ["METHODS", "Method", "Explainer", "explain", "default_cam_layer", "leaf_names"]

@@ -9,6 +9,9 @@ signed output relevance gives the difference of the target's and the "dual" expl
   ``R_t = z_t`` and ``R_n = -z_t / (K - 1)`` for n != t.
 * SGLRP (Iwana, Kuroki and Uchida 2019), the gradient of the softmax output ``p_t``:
   ``R_t = p_t (1 - p_t)`` and ``R_n = -p_t p_n`` for n != t.
+
+The same dual classes give class-contrastive CAM components (``contrast=`` of :func:`fgcam.explain`):
+:func:`dual_coefficients`.
 """
 from __future__ import annotations
 
@@ -16,6 +19,9 @@ import torch
 import torch.nn.functional as F
 
 KINDS = ("lrp", "clrp", "sglrp")
+
+#: The dual outputs of :func:`dual_coefficients`.
+CONTRASTS = ("others", "softmax")
 
 
 def output_relevance(logits: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
@@ -30,3 +36,23 @@ def output_relevance(logits: torch.Tensor, target: torch.Tensor, kind: str) -> t
         p = torch.softmax(logits, dim=1)
         return p.gather(1, target[:, None]) * (onehot - p)
     raise ValueError(f"unknown output relevance {kind!r}; valid: {KINDS}")
+
+
+def dual_coefficients(logits: torch.Tensor, target: torch.Tensor, contrast: str) -> torch.Tensor:
+    """``[B, K]`` coefficients ``c`` of the dual output ``y_d = sum_n c_n y_n`` (``c_t = 0``, ``sum_n c_n = 1``).
+
+    * ``"others"``: ``c_n = 1 / (K - 1)``, the mean of the other classes' logits: CLRP's dual, whose output
+      relevance is ``z_t (e_t - c)``.
+    * ``"softmax"``: ``c_n = p_n / (1 - p_t)``, the other classes weighted by their softmax probabilities (computed
+      as the softmax over the other classes' logits, stable when ``p_t`` rounds to 1): SGLRP's dual, whose output
+      relevance is ``p_t (1 - p_t) (e_t - c)``.
+
+    A CAM method's contrastive components are the target's minus those of ``y_d`` (constant coefficients: they are
+    computed on the clean image and not differentiated).
+    """
+    onehot = F.one_hot(target, logits.shape[1]).bool()
+    if contrast == "others":
+        return (~onehot).to(logits.dtype) / (logits.shape[1] - 1)
+    if contrast == "softmax":
+        return torch.softmax(logits.masked_fill(onehot, float("-inf")), dim=1)
+    raise ValueError(f"unknown contrast {contrast!r}; valid: {CONTRASTS}")

@@ -76,14 +76,17 @@ def _bounds_at(trace: Trace, i: int, bounds):
 
 
 def propagate(trace: Trace, relevance: torch.Tensor, start: str, stop: str, *, bounds=None, fold_bn: bool = False,
-              rules: dict | None = None, on_step: Callable[[str, torch.Tensor], None] | None = None) -> torch.Tensor:
+              rules: dict | None = None, on_step: Callable[[str, torch.Tensor], None] | None = None,
+              first_rules: dict | None = None) -> torch.Tensor:
     """Propagate ``relevance`` (at the output of module ``start``) down to the output of ``stop`` (or ``"input"``).
 
     Rules are applied to the modules that ran after ``stop`` up to and including ``start``, last first; each
     step's input relevance is handed to the step(s) that produced its input(s) and summed there (a residual
     block's input gets the relevance of its body and of its skip connection).  The conv that receives the image
     (possibly after constant padding) gets the z^B rule with ``bounds`` (``(low, high)``).  ``on_step(name, r)`` is
-    called with the relevance at the input of each module after its rule ran (a pair for an addition).  Returns
+    called with the relevance at the input of each module after its rule ran (a pair for an addition).  ``rules``
+    and ``first_rules`` (type -> rule) override :data:`fgcam.rules.RULES` and, for the module that receives the
+    image, :data:`fgcam.rules.FIRST_RULES` (:func:`fgcam.conservation.conserving_rules` gives both).  Returns
     the channel-resolved relevance at ``stop``'s output (``[B, C, h, w]``, or the input's shape).
 
     Conservation: every rule passes on the relevance it receives (up to ``0/0 := 0`` drops), so the relevance at
@@ -109,7 +112,7 @@ def propagate(trace: Trace, relevance: torch.Tensor, start: str, stop: str, *, b
         ctx = Context(first=first, bounds=_bounds_at(trace, i, bounds) if first and bounds is not None else None,
                       fold_bn=fold_bn,
                       following=nxt.module if nxt is not None and nxt.parents == (i,) else None)
-        rule = rule_for(step.name, step.module, first=first, rules=rules)
+        rule = rule_for(step.name, step.module, first=first, rules=rules, first_rules=first_rules)
         r = rule.relprop(step.module, step.input, r.reshape(step.output_shape), ctx)
         if on_step is not None:
             on_step(step.name, r)
