@@ -4,12 +4,12 @@ import csv
 import pytest
 
 from fgcam import claims
-from conftest import SHARED
+from conftest import PUBLISHED_CSV
 
 
 @pytest.fixture(scope="module")
 def published():
-    with open(SHARED / "paper" / "published_tables.csv") as f:
+    with open(PUBLISHED_CSV) as f:
         return [{**r, "table": int(r["table"]), "value": float(r["value"])} for r in csv.DictReader(f)]
 
 
