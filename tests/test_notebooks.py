@@ -35,22 +35,25 @@ CONFIG = yaml.safe_load((BOOK / "_config.yml").read_text())
 TOC = yaml.safe_load((BOOK / "_toc.yml").read_text())
 CHAPTERS = [c["file"] for part in TOC["parts"] for c in part["chapters"] if (BOOK / f"{c['file']}.ipynb").exists()]
 
-#: Wall-clock budget of one execution of each chapter, in seconds: about twice the time measured on 2 shared CPU cores
-#: under heavy load (load average ~12), so that a stall or a regression fails and ordinary load does not.
+#: Wall-clock budget of one execution of each chapter, in seconds: about twice the time of one execution measured on
+#: 2 CPU cores shared with other jobs (load average 9-13; OMP_NUM_THREADS=1), so that a stall or a large regression
+#: fails and ordinary load does not.  Measured (s): quickstart 53, cam_family 109, lrp_rules 57, fgcam_method 54,
+#: denoising 59, exp_figures 141, exp_hidden 75, exp_input 119, localisation 162, sanity 230, metric_settings 559,
+#: real_imagenet 844, explorer 80-102, audit 294.
 BUDGET_S = {
-    "quickstart": 600,
-    "cam_family": 600,
-    "lrp_rules": 600,
-    "fgcam_method": 600,
-    "denoising": 600,
-    "exp_figures": 600,
-    "exp_hidden": 600,
-    "exp_input": 600,
-    "localisation": 600,
-    "sanity": 600,
-    "metric_settings": 600,
-    "real_imagenet": 600,
-    "explorer": 600,
+    "quickstart": 120,
+    "cam_family": 240,
+    "lrp_rules": 120,
+    "fgcam_method": 120,
+    "denoising": 120,
+    "exp_figures": 300,
+    "exp_hidden": 180,
+    "exp_input": 240,
+    "localisation": 330,
+    "sanity": 480,
+    "metric_settings": 1200,
+    "real_imagenet": 1800,
+    "explorer": 240,
     "audit": 600,
 }
 #: How many times in a row each chapter runs in ``make test``.
@@ -80,7 +83,7 @@ def test_book_config_fails_fast():
     execute_cfg = CONFIG["execute"]
     assert execute_cfg["execute_notebooks"] == "force" and execute_cfg["allow_errors"] is False
     assert execute_cfg["raise_on_error"] is True
-    assert 60 <= execute_cfg["timeout"] <= 600, "per-cell timeout: the slowest cell with margin, minutes not hours"
+    assert 60 <= execute_cfg["timeout"] <= 900, "per-cell timeout: the slowest cell with margin, minutes not hours"
     assert CONFIG["sphinx"]["local_extensions"] == {"shell_wakeup": "_ext"}
 
 
