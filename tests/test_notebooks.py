@@ -122,6 +122,19 @@ def test_output_widget_cells_do_not_stall(tmp_path, kernel_env):
     assert time.monotonic() - start < 60, f"{time.monotonic() - start:.0f} s: some cell waited for the timeout"
 
 
+def test_a_slow_cell_is_an_error(tmp_path, kernel_env):
+    """A cell over the per-cell timeout fails the run (it is not waited out and passed)."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells.append(nbformat.v4.new_code_cell("import time\ntime.sleep(30)"))
+    path = tmp_path / "slow.ipynb"
+    nbformat.write(nb, path)
+    start = time.monotonic()
+    _, result = execute(path, timeout=3)
+    assert type(result.err).__name__ == "CellTimeoutError", result.err
+    assert time.monotonic() - start < 25
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("chapter", CHAPTERS)
 def test_chapter_executes_within_budget(chapter, kernel_env):
