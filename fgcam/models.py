@@ -14,7 +14,13 @@ index used for torchvision's ``vgg16_bn`` means the same layer here.
   read from ``fgcam/weights/shapes-vgg16bn.safetensors`` (never with pickle);
   its card (classes, input size, mean/std, seeds, accuracy, ...) is
   ``card("shapes-vgg16bn")``.
+* ``"mobilenet_v1_0.75_192"`` and ``"mobilenet_v2_1.0_224"``: real ImageNet MobileNets that ship with the
+  package (``fgcam/weights/real-imagenet``, Apache-2.0; see ``fgcam.zoo``).  They load offline, with no
+  environment variable; ``labels(name)`` names their 1001 logits, ``preprocess(name, image)`` prepares a photo,
+  ``card(name)`` is their JSON spec.
 * ``"vgg16_bn"``: the ImageNet model, via ``fgcam.imagenet.load_vgg16_bn``.
+* ``"resnet18"``, ``"resnet50"``, ``"mobilenet_v2"``: torchvision's ImageNet models from the local torch hub
+  cache, via ``fgcam.zoo.load_torchvision``.
 """
 
 from __future__ import annotations
@@ -28,7 +34,9 @@ from torchvision.models.vgg import make_layers
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 SHAPES_NAME = "shapes-vgg16bn"
-NAMES = (SHAPES_NAME, "vgg16_bn", "resnet18", "resnet50", "mobilenet_v2")
+REAL_NAMES = ("mobilenet_v1_0.75_192", "mobilenet_v2_1.0_224")  # bundled: fgcam/weights/real-imagenet
+TORCHVISION_NAMES = ("vgg16_bn", "resnet18", "resnet50", "mobilenet_v2")  # from the torch hub cache
+NAMES = (SHAPES_NAME, *REAL_NAMES, *TORCHVISION_NAMES)
 TRAIN_COMMAND = "python -m fgcam.train_shapes"
 
 # torchvision's vgg16_bn cfg "D" is [64,64,M,128,128,M,256x3,M,512x3,M,512x3,M];
@@ -109,24 +117,76 @@ def weights_path(name: str = SHAPES_NAME) -> Path:
 
 
 def card(name: str = SHAPES_NAME) -> dict:
-    """The JSON model card of a bundled model (written by the training script)."""
+    """The JSON model card of a bundled model: for ``shapes-vgg16bn`` the training script's card (classes, input
+    size, mean/std, seeds, accuracy, ...); for the real MobileNets their spec (input shape, preprocessing, source,
+    licence, layers)."""
     _check_name(name)
+    if name in REAL_NAMES:
+        from fgcam import zoo
+
+        return json.loads((zoo.REAL_MODELS_DIR / f"{name}.json").read_text())
     if name != SHAPES_NAME:
-        raise ValueError(f"model {name!r} has no bundled card; only {SHAPES_NAME!r} has one")
+        raise ValueError(f"model {name!r} has no bundled card; bundled: {', '.join((SHAPES_NAME, *REAL_NAMES))}")
     path = WEIGHTS_DIR / f"{name}.json"
     if not path.exists():
         raise FileNotFoundError(f"model card {path} is missing; create it with `{TRAIN_COMMAND}`")
     return json.loads(path.read_text())
 
 
+def labels(name: str) -> list[str]:
+    """The names of model ``name``'s outputs, in logit order.
+
+    ``shapes-vgg16bn``: its 8 shape classes; the MobileNets: 1001 labels, ``"background"`` first (logit ``i`` is
+    ImageNet-1k class ``i - 1``); the torchvision models: the 1000 ImageNet-1k categories of torchvision's weights
+    metadata (no download).
+    """
+    _check_name(name)
+    if name == SHAPES_NAME:
+        return list(card(name)["classes"])
+    if name in REAL_NAMES:
+        from fgcam import zoo
+
+        return zoo.labels(zoo.REAL_MODELS_DIR)
+    import torchvision
+
+    return list(torchvision.models.VGG16_BN_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+def preprocess(name: str, image) -> torch.Tensor:
+    """A photo (a path or a PIL image) as model ``name`` takes it: ``[1, 3, H, W]`` float32.
+
+    The MobileNets: RGB, resized as a whole to their input size (192 or 224) with PIL's bilinear filter,
+    ``(pixel - 128) / 128`` (their spec).  The torchvision models: the paper's preprocessing
+    (``fgcam.imagenet.preprocess``: 224x224, no crop, ImageNet mean/std).  ``shapes-vgg16bn`` takes generated
+    images (``fgcam.data.make_shapes``), not photos: a ``ValueError``.
+    """
+    _check_name(name)
+    if name == SHAPES_NAME:
+        raise ValueError(f"{SHAPES_NAME} takes generated shapes images (fgcam.data.make_shapes), not photos")
+    if name in REAL_NAMES:
+        from fgcam import zoo
+
+        return zoo.preprocess_photo(image, card(name))
+    from fgcam import imagenet
+
+    if isinstance(image, (str, Path)):
+        image = imagenet.load_image(image)
+    return imagenet.preprocess(image)[None]
+
+
 def load(name: str, device=None) -> nn.Module:
     """Build model ``name``, load its weights and return it in eval mode.
 
-    ``"shapes-vgg16bn"`` reads the bundled safetensors file (no pickle);
+    ``"shapes-vgg16bn"`` reads the bundled safetensors file (no pickle); ``"mobilenet_v1_0.75_192"`` and
+    ``"mobilenet_v2_1.0_224"`` the bundled real MobileNets (``fgcam.zoo.load_real``, offline);
     ``"vgg16_bn"`` is delegated to ``fgcam.imagenet.load_vgg16_bn``; ``"resnet18"``, ``"resnet50"`` and
     ``"mobilenet_v2"`` to ``fgcam.zoo.load_torchvision`` (ImageNet weights from the local torch hub cache).
     """
     _check_name(name)
+    if name in REAL_NAMES:
+        from fgcam.zoo import load_real
+
+        return load_real(name).to(device or "cpu")
     if name == "vgg16_bn":
         from fgcam.imagenet import load_vgg16_bn
 

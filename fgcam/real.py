@@ -22,7 +22,6 @@ normalisation).  Chance is 1/4 for both.
 """
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,16 +66,17 @@ class Photo:
 
 
 def samples_folder(folder: str | Path | None = None) -> Path:
-    """The photo folder: ``folder``, else ``$FGCAM_IMAGENET_SAMPLES``, else ``../shared/imagenet-sample-images``
-    beside a source checkout of fgcam.  Raises ``FileNotFoundError`` naming the variable when none exists."""
+    """The photo folder: ``folder``, else :func:`fgcam.zoo.imagenet_samples_folder` (``$FGCAM_IMAGENET_SAMPLES``,
+    else ``../shared/imagenet-sample-images`` beside a source checkout).  Raises ``FileNotFoundError`` naming the
+    variable when there is none."""
+    from fgcam import zoo
+    from fgcam.imagenet import MissingResourceError
+
     if folder is None:
-        folder = os.environ.get(SAMPLES_ENV) or None
-    if folder is None:
-        beside = Path(__file__).resolve().parents[2] / "shared" / "imagenet-sample-images"
-        if beside.is_dir():
-            return beside
-        raise FileNotFoundError(f"no ImageNet photo folder: pass --images DIR or set {SAMPLES_ENV} to a folder of "
-                                "<synset>_<name>.JPEG files (e.g. a clone of imagenet-sample-images)")
+        try:
+            return zoo.imagenet_samples_folder(required=True)
+        except MissingResourceError as err:
+            raise FileNotFoundError(f"pass --images DIR or set {SAMPLES_ENV}: {err}") from None
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"ImageNet photo folder {folder} does not exist (from --images or {SAMPLES_ENV})")
@@ -401,9 +401,9 @@ def load_model(name: str | None = None) -> tuple[nn.Module, dict]:
     name = name or DEFAULT_MODEL
     if name not in zoo.REAL_MODELS:
         raise ValueError(f"unknown real model {name!r}; valid: {', '.join(zoo.REAL_MODELS)}")
-    folder = zoo.real_models_folder(Path(__file__).resolve().parents[2] / "shared" / "real-imagenet")
+    folder = zoo.real_models_folder()  # the package's copy unless $FGCAM_REAL_MODELS names another
     if folder is None:
-        raise FileNotFoundError("the real ImageNet models are not available: set FGCAM_REAL_MODELS")
+        raise FileNotFoundError(f"the real ImageNet models are missing (FGCAM_REAL_MODELS or {zoo.REAL_MODELS_DIR})")
     model, spec = zoo.load_spec(folder, name)
     model.fgcam_name = name
     return model, spec
@@ -448,7 +448,4 @@ def class_labels(spec: dict) -> list[str]:
     """The model's label per logit (``imagenet_labels.txt`` beside the real models: 1001 with ``background``)."""
     from fgcam import zoo
 
-    folder = zoo.real_models_folder(Path(__file__).resolve().parents[2] / "shared" / "real-imagenet")
-    if folder is None:
-        raise FileNotFoundError("the real ImageNet models' labels are not available: set FGCAM_REAL_MODELS")
-    return zoo.labels(folder)
+    return zoo.labels(zoo.real_models_folder())

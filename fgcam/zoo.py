@@ -1,16 +1,20 @@
-"""Models beyond the paper's VGG16-BN: real ImageNet MobileNets from a folder, and torchvision loaders.
+"""Models beyond the paper's VGG16-BN: the bundled real ImageNet MobileNets, ImageNet sample photos, torchvision.
 
-Real MobileNets (``../shared/real-imagenet``, see its README)
-----------------------------------------------------------------
+Real MobileNets (bundled in ``fgcam/weights/real-imagenet``, see its README)
+-------------------------------------------------------------------------------
 MobileNet V1 0.75 at 192 px and MobileNet V2 1.0 at 224 px, converted from TensorFlow's quantized releases to plain
-``torch.nn`` modules.  A folder holds, per model, a JSON spec (the ordered layers with their ``torch.nn``
-arguments; ``"Residual"`` means ``y = x + Sequential(*body)(x)``) and its ``state_dict`` split into safetensors
-shards, some tensors themselves split in row blocks (``weights.split_tensors``), plus ``imagenet_labels.txt``
-(1001 labels: logit ``i`` is line ``i``, line 0 is ``background``), ``photos/*.png`` and ``validation.json``.
+``torch.nn`` modules (Apache-2.0, from google-coral/test_data; ``LICENSE-Apache-2.0.txt`` in that folder).  The
+package ships them: ``fgcam.models.load("mobilenet_v1_0.75_192")`` works offline, with no environment variable.
+The folder holds, per model, a JSON spec (the ordered layers with their ``torch.nn`` arguments; ``"Residual"``
+means ``y = x + Sequential(*body)(x)``; the input size and preprocessing) and its ``state_dict`` split into
+safetensors shards, some tensors themselves split in row blocks (``weights.split_tensors``), plus
+``imagenet_labels.txt`` (1001 labels: logit ``i`` is line ``i``, line 0 is ``background``), 13 photos
+(``photos/*.png``, attributions in ``photos/COPYRIGHT``) and ``validation.json`` (the converted models' recorded
+top-5 on each photo).  ``$FGCAM_REAL_MODELS`` may name another folder of the same layout; nothing needs it.
 
-* :func:`load_spec` builds a model from that format, in eval mode: ``nn.Sequential(features=..., classifier=...)``.
-  Nothing is unpickled: the spec is JSON, the weights are safetensors, and only ``torch.nn`` classes (and
-  :class:`Residual`) are built.
+* :func:`load_real` loads a bundled model by name; :func:`load_spec` builds one from any folder of that format, in
+  eval mode: ``nn.Sequential(features=..., classifier=...)``.  Nothing is unpickled: the spec is JSON, the
+  weights are safetensors, and only ``torch.nn`` classes (and :class:`Residual`) are built.
 * :func:`preprocess_photo`: RGB, resized as a whole with PIL's bilinear filter (no crop), ``(pixel - 128) / 128``.
 * :func:`labels`, :func:`photos`, :func:`validation`, :func:`real_models_folder`.
 
@@ -20,6 +24,13 @@ same image-global ``(min, max)`` bounds as VGG (fgcam's default ``zb_bounds="ima
 like the image (see :mod:`fgcam.propagation`).  Depthwise convs get z+ per group, ``ReLU6`` passes the relevance,
 ``ZeroPad2d`` crops it, and V2's :class:`Residual` additions split it in proportion to the summands
 (:mod:`fgcam.canonizers`).
+
+ImageNet sample photos (not shipped)
+------------------------------------
+:func:`imagenet_samples_folder` finds a folder of ImageNet photos named ``<synset>_<name>.JPEG`` (one per class,
+as in the public repository EliSchwartz/imagenet-sample-images): ``$FGCAM_IMAGENET_SAMPLES``, else
+``../shared/imagenet-sample-images`` beside the checkout if it exists.  ImageNet's terms do not allow shipping
+them.  :func:`imagenet_samples` lists ``(path, ImageNet-1k class id)`` pairs.
 
 torchvision models
 ------------------
@@ -41,11 +52,16 @@ from torch import nn
 
 from .imagenet import MissingResourceError
 
-__all__ = ["Residual", "REAL_MODELS", "TORCHVISION_MODELS", "real_models_folder", "load_spec", "preprocess_photo",
-           "labels", "photos", "validation", "torchvision_weights_path", "load_torchvision"]
+__all__ = ["Residual", "REAL_MODELS", "REAL_MODELS_DIR", "TORCHVISION_MODELS", "real_models_folder", "load_spec",
+           "load_real", "preprocess_photo", "labels", "photos", "validation", "IMAGENET_SAMPLES_ENV",
+           "imagenet_samples_folder", "imagenet_samples", "torchvision_weights_path", "load_torchvision"]
 
-#: The models of ``../shared/real-imagenet``.
+#: The bundled real ImageNet models (``fgcam/weights/real-imagenet``).
 REAL_MODELS = ("mobilenet_v1_0.75_192", "mobilenet_v2_1.0_224")
+#: Where the package keeps them, with their labels, photos, licence and ``validation.json``.
+REAL_MODELS_DIR = Path(__file__).resolve().parent / "weights" / "real-imagenet"
+#: The environment variable naming the folder of ImageNet sample photos.
+IMAGENET_SAMPLES_ENV = "FGCAM_IMAGENET_SAMPLES"
 
 
 class Residual(nn.Module):
@@ -60,12 +76,27 @@ class Residual(nn.Module):
 
 
 def real_models_folder(default: str | Path | None = None) -> Path | None:
-    """The folder of real models: ``$FGCAM_REAL_MODELS`` if set, else ``default``; None if it does not exist."""
-    folder = os.environ.get("FGCAM_REAL_MODELS") or default
-    if folder is None:
-        return None
-    folder = Path(folder)
+    """The folder of real models: ``$FGCAM_REAL_MODELS`` if set, else ``default``, else the bundled
+    :data:`REAL_MODELS_DIR`; None if that folder does not exist."""
+    folder = Path(os.environ.get("FGCAM_REAL_MODELS") or default or REAL_MODELS_DIR)
     return folder if folder.is_dir() else None
+
+
+def load_real(name: str) -> nn.Module:
+    """Bundled real ImageNet model ``name`` (one of :data:`REAL_MODELS`), in eval mode on the CPU.
+
+    Read from :func:`real_models_folder` (the package's copy unless ``$FGCAM_REAL_MODELS`` names another folder).
+    It takes ``[B, 3, H, W]`` images preprocessed by :func:`preprocess_photo` (``(pixel - 128) / 128``) and
+    returns 1001 logits named by :func:`labels` (``0`` is ``background``; logit ``i`` is ImageNet-1k class
+    ``i - 1``).  ``fgcam.models.card(name)`` is its JSON spec (input size, preprocessing, source, licence).
+    """
+    if name not in REAL_MODELS:
+        raise ValueError(f"unknown real ImageNet model {name!r}; valid: {', '.join(REAL_MODELS)}")
+    folder = real_models_folder()
+    if folder is None:
+        raise MissingResourceError(f"the real-model folder is missing: FGCAM_REAL_MODELS="
+                                   f"{os.environ.get('FGCAM_REAL_MODELS')!r}, bundled copy {REAL_MODELS_DIR}")
+    return load_spec(folder, name)[0]
 
 
 def _build(entries: list[dict], where: str) -> list[nn.Module]:
@@ -112,8 +143,9 @@ def load_spec(folder: str | Path, name: str) -> tuple[nn.Module, dict]:
     return model.eval(), spec
 
 
-def preprocess_photo(path: str | Path, spec: dict) -> torch.Tensor:
-    """A photo as the model expects it: ``[1, 3, H, W]`` float32, ``(pixel - mean) / std`` (128 and 128).
+def preprocess_photo(path, spec: dict) -> torch.Tensor:
+    """A photo (a path or a PIL image) as the model expects it: ``[1, 3, H, W]`` float32, ``(pixel - mean) / std``
+    (128 and 128).
 
     RGB, resized as a whole to the spec's input size with PIL's bilinear filter (no crop), as in the README.
     """
@@ -122,26 +154,86 @@ def preprocess_photo(path: str | Path, spec: dict) -> torch.Tensor:
     _, _, h, w = spec["input"]["shape"]
     mean = torch.tensor(spec["input"].get("pixel_mean", [128.0] * 3)).view(3, 1, 1)
     std = torch.tensor(spec["input"].get("pixel_std", [128.0] * 3)).view(3, 1, 1)
-    with Image.open(path) as img:
-        pixels = np.asarray(img.convert("RGB").resize((w, h), Image.BILINEAR))
+    if isinstance(path, Image.Image):
+        pixels = np.asarray(path.convert("RGB").resize((w, h), Image.BILINEAR))
+    else:
+        with Image.open(path) as img:
+            pixels = np.asarray(img.convert("RGB").resize((w, h), Image.BILINEAR))
     x = torch.from_numpy(pixels.copy()).permute(2, 0, 1).float()
     return ((x - mean) / std)[None]
 
 
-def labels(folder: str | Path) -> list[str]:
-    """The 1001 labels of ``folder/imagenet_labels.txt`` (index 0 is ``background``)."""
-    return (Path(folder) / "imagenet_labels.txt").read_text().splitlines()
+def labels(folder: str | Path | None = None) -> list[str]:
+    """The 1001 labels of ``folder/imagenet_labels.txt`` (index 0 is ``background``; default: the bundled folder)."""
+    return (Path(folder or REAL_MODELS_DIR) / "imagenet_labels.txt").read_text().splitlines()
 
 
-def photos(folder: str | Path) -> list[Path]:
-    """The photos of ``folder/photos``, sorted by name."""
-    return sorted((Path(folder) / "photos").glob("*.png"))
+def photos(folder: str | Path | None = None) -> list[Path]:
+    """The photos of ``folder/photos``, sorted by name (default: the 13 bundled photos)."""
+    return sorted((Path(folder or REAL_MODELS_DIR) / "photos").glob("*.png"))
 
 
-def validation(folder: str | Path, name: str) -> dict[str, list[int]]:
+def validation(folder: str | Path | None, name: str) -> dict[str, list[int]]:
     """``{photo file name: top-5 logit indices of the float PyTorch model}`` from ``validation.json``."""
-    rows = json.loads((Path(folder) / "validation.json").read_text())[name]["rows"]
+    rows = json.loads((Path(folder or REAL_MODELS_DIR) / "validation.json").read_text())[name]["rows"]
     return {row["photo"]: [e["index"] for e in row["ours_top5"]] for row in rows}
+
+
+# -- ImageNet sample photos (read from a folder; never shipped) --------------------------------------------
+
+def _default_samples_folder() -> Path:
+    """``../shared/imagenet-sample-images`` beside the checkout (the checkout holds the ``fgcam`` package)."""
+    return Path(__file__).resolve().parents[2] / "shared" / "imagenet-sample-images"
+
+
+def imagenet_samples_folder(required: bool = False) -> Path | None:
+    """The folder of ImageNet sample photos: ``$FGCAM_IMAGENET_SAMPLES``, else ``../shared/imagenet-sample-images``
+    beside the checkout.  None when there is none, or, with ``required=True``, a
+    :class:`~fgcam.imagenet.MissingResourceError` that says what to set.  A variable naming a folder that does
+    not exist is always an error (a typo should not silently fall back)."""
+    value = os.environ.get(IMAGENET_SAMPLES_ENV)
+    if value:
+        folder = Path(value)
+        if not folder.is_dir():
+            raise MissingResourceError(f"{IMAGENET_SAMPLES_ENV}={value}: no such folder")
+        return folder
+    folder = _default_samples_folder()
+    if folder.is_dir():
+        return folder
+    if required:
+        raise MissingResourceError(
+            f"no ImageNet sample photos: set {IMAGENET_SAMPLES_ENV} to a folder of <synset>_<name>.JPEG photos "
+            f"(e.g. a clone of github.com/EliSchwartz/imagenet-sample-images); the default {folder} does not exist")
+    return None
+
+
+def imagenet_samples(folder: str | Path | None = None) -> list[tuple[Path, int]]:
+    """``(path, ImageNet-1k class id)`` of every ``<synset>_<name>.JPEG`` in ``folder`` (default:
+    :func:`imagenet_samples_folder`), sorted by file name.  The class id is the position of the synset among the
+    1000 sorted ILSVRC-2012 synsets (torchvision's order; logit ``id + 1`` of the bundled MobileNets); the synsets
+    are read from the folder's ``synsets.txt`` if present, else taken from the file names when all 1000 occur."""
+    folder = Path(folder) if folder is not None else imagenet_samples_folder(required=True)
+    files = sorted(folder.glob("n*_*.JPEG"))
+    if not files:
+        raise MissingResourceError(f"{folder}: no <synset>_<name>.JPEG photos in that folder")
+    listing = folder / "synsets.txt"
+    if listing.is_file():
+        synsets = listing.read_text().split()
+    else:
+        synsets = sorted({f.name.split("_", 1)[0] for f in files})
+        if len(synsets) != 1000:
+            raise MissingResourceError(f"{folder}: no synsets.txt, and the photos cover {len(synsets)} synsets, "
+                                       "not all 1000: the class ids cannot be derived")
+    if len(synsets) != 1000 or synsets != sorted(synsets):
+        raise ValueError(f"{listing}: expected the 1000 sorted ILSVRC-2012 synsets, got {len(synsets)} lines")
+    index = {s: i for i, s in enumerate(synsets)}
+    out = []
+    for f in files:
+        synset = f.name.split("_", 1)[0]
+        if synset not in index:
+            raise ValueError(f"{f}: synset {synset} is not an ILSVRC-2012 class")
+        out.append((f, index[synset]))
+    return out
 
 
 # -- torchvision --------------------------------------------------------------------------------------------

@@ -1,4 +1,10 @@
-"""Shared test fixtures: the golden tensors of the authors' reference code, and small models."""
+"""Shared test fixtures: the golden tensors of the authors' reference code, small models, and optional resources.
+
+Optional resources: data that must not ship with the repository (the ImageNet sample photos, named by
+``FGCAM_IMAGENET_SAMPLES``) and tools a user may lack (a headless Chromium).  A test that needs one calls
+:func:`require`; it is skipped with the reason (naming the variable or the package to install), except when
+``FGCAM_REQUIRE_ALL=1`` (set by ``.ci/run``), where the missing resource fails the test instead.
+"""
 from __future__ import annotations
 
 import os
@@ -9,15 +15,17 @@ import torch
 import torchvision
 from torch import nn
 
-SHARED = Path(os.environ.get("FGCAM_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
-GOLDEN = SHARED / "golden" / "fgcam_golden.safetensors"
+TESTS = Path(__file__).resolve().parent
+GOLDEN = TESTS / "data" / "golden" / "fgcam_golden.safetensors"  # vendored: tests/data/README.md
+PUBLISHED_CSV = TESTS / "data" / "published_tables.csv"  # the paper's Tables 1-6, vendored
+REQUIRE_ALL_ENV = "FGCAM_REQUIRE_ALL"
 GOLDEN_CFG = [8, 8, "M", 16, 16, "M", 32, 32, 32, "M", 32, 32, 32, "M", 32, 32, 32, "M"]
 
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
 
 class GoldenVGG(nn.Module):
-    """The golden model exactly as ``../shared/golden/README.md`` describes it (official ``VGG.forward``)."""
+    """The golden model exactly as ``tests/data/golden/README.md`` describes it (official ``VGG.forward``)."""
 
     def __init__(self):
         super().__init__()
@@ -36,9 +44,26 @@ def golden():
     """All golden tensors (dict name -> tensor). Fails, never skips, when the file is missing."""
     from safetensors.torch import load_file
     if not GOLDEN.exists():
-        pytest.fail(f"golden file {GOLDEN} is missing: the tests need ../shared/golden beside the checkout "
-                    "(or FGCAM_SHARED=<folder holding golden/>)")
+        pytest.fail(f"golden file {GOLDEN} is missing: it is part of the repository (tests/data/golden)")
     return load_file(str(GOLDEN))
+
+
+def require_all() -> bool:
+    """Whether a missing optional resource fails the test instead of skipping it (``FGCAM_REQUIRE_ALL=1``)."""
+    return os.environ.get(REQUIRE_ALL_ENV, "") not in ("", "0")
+
+
+def require(available, reason: str):
+    """Skip the calling test with ``reason`` when ``available`` is falsy; fail instead under ``FGCAM_REQUIRE_ALL``.
+
+    ``reason`` says what is missing and how to provide it (the environment variable, the package).
+    Returns ``available``.
+    """
+    if not available:
+        if require_all():
+            pytest.fail(f"{reason} ({REQUIRE_ALL_ENV} is set: missing resources are failures)", pytrace=False)
+        pytest.skip(reason)
+    return available
 
 
 @pytest.fixture()

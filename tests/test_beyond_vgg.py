@@ -1,6 +1,7 @@
 """FG-CAM beyond VGG: grouped/depthwise convs, padding, ReLU6 and residual additions; torchvision ResNet-18 and
 MobileNet V2 with random weights (float64, 64x64), a zennit cross-check on ResNet-18, and the real ImageNet
-MobileNets of ../shared/real-imagenet on real photos."""
+MobileNets that ship with the package (fgcam/weights/real-imagenet) on its 13 real photos, plus, where the ImageNet
+sample photos are available (FGCAM_IMAGENET_SAMPLES), their top-1 accuracy on those."""
 import json
 
 import pytest
@@ -15,9 +16,9 @@ from fgcam.graph import ChainError, explaining, record, resolve_leaf
 from fgcam.propagation import image_bounds, propagate
 from fgcam.rules import AddShare, Context, Crop, ZPlus, dropped_relevance
 
-from conftest import SHARED
+from conftest import require
 
-REAL = SHARED / "real-imagenet"
+REAL = zoo.REAL_MODELS_DIR
 
 
 def _smooth(n, size=64, seed=2):
@@ -353,28 +354,108 @@ def test_load_torchvision_from_hub_cache(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def real():
-    if not (REAL / "validation.json").exists():
-        pytest.fail(f"{REAL} is missing: these tests need ../shared/real-imagenet beside the checkout "
-                    "(or FGCAM_SHARED=<folder holding real-imagenet/>)")
-    out = {}
-    for name in zoo.REAL_MODELS:
-        model, spec = zoo.load_spec(REAL, name)
-        files = zoo.photos(REAL)
-        out[name] = (model, spec, files, torch.cat([zoo.preprocess_photo(f, spec) for f in files]))
+    """The bundled MobileNets, loaded by name through ``fgcam.models.load`` with ``FGCAM_REAL_MODELS`` unset (no
+    folder beside the checkout, no environment variable), and the 13 bundled photos preprocessed for each."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("FGCAM_REAL_MODELS", raising=False)
+        out = {}
+        for name in zoo.REAL_MODELS:
+            model = fgcam.models.load(name)
+            spec = fgcam.models.card(name)
+            files = zoo.photos()
+            out[name] = (model, spec, files, torch.cat([fgcam.models.preprocess(name, f) for f in files]))
     return out
 
 
+def test_real_models_are_bundled_and_named():
+    """Both MobileNets ship inside the package, with their licence, labels, photos and the photos' attributions."""
+    assert set(zoo.REAL_MODELS) <= set(fgcam.models.NAMES)
+    for name in ("LICENSE-Apache-2.0.txt", "imagenet_labels.txt", "validation.json", "photos/COPYRIGHT"):
+        assert (REAL / name).is_file(), name
+    assert "Apache License" in (REAL / "LICENSE-Apache-2.0.txt").read_text()
+    assert "Attribution 2.0" in (REAL / "photos" / "COPYRIGHT").read_text()
+    for name in zoo.REAL_MODELS:
+        assert "Apache-2.0" in fgcam.models.card(name)["source"]["licence"]
+        labels = fgcam.models.labels(name)
+        assert len(labels) == 1001 and labels[0] == "background" and labels[20] == "chickadee"
+
+
 def test_real_models_top1_matches_validation(real):
-    labels = zoo.labels(REAL)
-    assert len(labels) == 1001 and labels[0] == "background"
+    """The recorded top-1 of validation.json (the float PyTorch model, which agrees with the TFLite reference on all
+    13 photos) on every photo, for both models; the photos are preprocessed by ``fgcam.models.preprocess``."""
     for name, (model, spec, files, x) in real.items():
         expected = zoo.validation(REAL, name)
         assert len(files) == len(expected) == 13
+        assert x.shape == (13, *spec["input"]["shape"][1:])
         with torch.no_grad():
             top1 = model(x).argmax(1).tolist()
         assert top1 == [expected[f.name][0] for f in files], name
     assert fgcam.default_cam_layer(real["mobilenet_v1_0.75_192"][0]) == "features.58"
     assert fgcam.default_cam_layer(real["mobilenet_v2_1.0_224"][0]) == "features.51"
+
+
+def test_preprocess_accepts_a_pil_image(real):
+    from PIL import Image
+
+    name = "mobilenet_v2_1.0_224"
+    path = real[name][2][0]
+    with Image.open(path) as img:
+        torch.testing.assert_close(fgcam.models.preprocess(name, img), fgcam.models.preprocess(name, path))
+    with pytest.raises(ValueError, match="make_shapes"):
+        fgcam.models.preprocess("shapes-vgg16bn", path)
+
+
+def test_real_models_folder_override(tmp_path, monkeypatch):
+    """``FGCAM_REAL_MODELS`` still names another folder of the same layout; a wrong one is a clear error."""
+    monkeypatch.setenv("FGCAM_REAL_MODELS", str(tmp_path / "nowhere"))
+    with pytest.raises(RuntimeError, match="FGCAM_REAL_MODELS='.*nowhere'"):
+        fgcam.models.load("mobilenet_v1_0.75_192")
+    monkeypatch.setenv("FGCAM_REAL_MODELS", str(tmp_path))
+    with pytest.raises(RuntimeError, match="no model spec .*mobilenet_v1_0.75_192.json"):
+        fgcam.models.load("mobilenet_v1_0.75_192")
+
+
+@pytest.mark.slow
+def test_real_models_on_imagenet_samples():
+    """Top-1 of both MobileNets on the ImageNet sample photos (one per class; not shipped: FGCAM_IMAGENET_SAMPLES).
+
+    The README of those photos records 71.9 % (V1) and 81.8 % (V2) over all 1000 of the source repository; on any
+    200 of them the accuracy must stay within a wide band around that (a wrong class order or preprocessing gives
+    ~0 %).  The first 200 by file name keep the test short."""
+    folder = require(zoo.imagenet_samples_folder(),
+                     f"no ImageNet sample photos: set {zoo.IMAGENET_SAMPLES_ENV} to a folder of <synset>_<name>.JPEG "
+                     "photos (e.g. a clone of github.com/EliSchwartz/imagenet-sample-images)")
+    samples = zoo.imagenet_samples(folder)
+    assert len(samples) >= 200
+    samples = samples[:200]
+    for name, low in (("mobilenet_v1_0.75_192", 0.6), ("mobilenet_v2_1.0_224", 0.7)):
+        model = fgcam.models.load(name)
+        correct = 0
+        with torch.no_grad():
+            for start in range(0, len(samples), 50):
+                chunk = samples[start:start + 50]
+                x = torch.cat([fgcam.models.preprocess(name, path) for path, _ in chunk])
+                pred = model(x).argmax(1) - 1          # logit 0 is "background"
+                correct += int((pred == torch.tensor([c for _, c in chunk])).sum())
+        accuracy = correct / len(samples)
+        print(name, f"top-1 on {len(samples)} ImageNet sample photos: {accuracy:.3f}")
+        assert low <= accuracy <= 0.97, (name, accuracy)
+
+
+def test_imagenet_samples_folder_variable(tmp_path, monkeypatch):
+    """``FGCAM_IMAGENET_SAMPLES`` names the folder; a wrong value is an error naming the variable, not a silent
+    fallback; class ids follow synsets.txt."""
+    monkeypatch.setenv(zoo.IMAGENET_SAMPLES_ENV, str(tmp_path / "nowhere"))
+    with pytest.raises(RuntimeError, match="FGCAM_IMAGENET_SAMPLES=.*nowhere: no such folder"):
+        zoo.imagenet_samples_folder()
+    synsets = [f"n{k:08d}" for k in range(1000)]
+    (tmp_path / "synsets.txt").write_text("\n".join(synsets) + "\n")
+    (tmp_path / f"{synsets[7]}_cock.JPEG").write_bytes(b"")
+    (tmp_path / f"{synsets[0]}_tench.JPEG").write_bytes(b"")
+    monkeypatch.setenv(zoo.IMAGENET_SAMPLES_ENV, str(tmp_path))
+    assert zoo.imagenet_samples_folder() == tmp_path
+    assert [(p.name, c) for p, c in zoo.imagenet_samples()] == [(f"{synsets[0]}_tench.JPEG", 0),
+                                                                (f"{synsets[7]}_cock.JPEG", 7)]
 
 
 @pytest.mark.parametrize("name", zoo.REAL_MODELS)

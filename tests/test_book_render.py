@@ -2,7 +2,8 @@
 
 A two-page copy of the book (``intro.md`` with math, ``quickstart.ipynb`` with a figure) is built with the real
 ``_config.yml`` and the vendored JavaScript (``make vendor``), then each page is loaded from disk in Chromium with
-all network access disabled, and the rendered DOM is inspected.
+all network access disabled, and the rendered DOM is inspected.  Without a ``chromium`` on PATH the rendering tests
+skip with the reason (install the Debian package ``chromium``); under ``FGCAM_REQUIRE_ALL=1`` (.ci/run) they fail.
 """
 import re
 import shutil
@@ -11,6 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from conftest import require
 
 BOOK = Path(__file__).resolve().parents[1] / "book"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -23,7 +26,8 @@ def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("book")
     for name in ("_config.yml", "intro.md", "quickstart.ipynb"):
         shutil.copy(BOOK / name, root / name)
-    shutil.copytree(BOOK / "_wstatic", root / "_wstatic")
+    for folder in ("_wstatic", "_ext"):
+        shutil.copytree(BOOK / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
     (root / "_toc.yml").write_text("format: jb-book\nroot: intro\nchapters:\n  - file: quickstart\n")
     jb = Path(sys.executable).with_name("jupyter-book")
     run = subprocess.run([str(jb), "build", str(root), "-W", "-n", "--keep-going"], capture_output=True, text=True)
@@ -32,8 +36,8 @@ def built(tmp_path_factory):
 
 
 def _dom(page: Path, tmp_path) -> str:
-    if CHROMIUM is None:
-        pytest.fail("chromium is not installed (make test installs the Debian package)")
+    require(CHROMIUM, "no headless browser: install the Debian package chromium (apt-get install chromium) to "
+                      "render the built pages; .ci/run installs it")
     cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
            "--disable-background-networking", "--disable-component-update", "--disable-sync",
            f"--user-data-dir={tmp_path / 'profile'}", "--proxy-server=127.0.0.1:9", "--virtual-time-budget=15000",

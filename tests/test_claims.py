@@ -6,16 +6,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fgcam import claims, stats
+from fgcam import claims
 from fgcam.experiments import published_rows, read_rows
-from conftest import SHARED
+from conftest import PUBLISHED_CSV
 
 STORE = Path(__file__).resolve().parents[1] / "results" / "offline"
 
 
 @pytest.fixture(scope="module")
 def published():
-    with open(SHARED / "paper" / "published_tables.csv") as f:
+    with open(PUBLISHED_CSV) as f:
         return [{**r, "table": int(r["table"]), "value": float(r["value"])} for r in csv.DictReader(f)]
 
 

@@ -178,7 +178,7 @@ def test_explain_a_photo_with_the_real_model_by_default(tmp_path, capsys, monkey
     from fgcam import real, zoo
 
     monkeypatch.delenv("FGCAM_PROFILE", raising=False)
-    folder = zoo.real_models_folder(Path(__file__).resolve().parents[2] / "shared" / "real-imagenet")
+    folder = zoo.real_models_folder()
     photo = folder / "photos" / "bird.png"
     expected = zoo.validation(folder, real.DEFAULT_MODEL)["bird.png"][0]
     label = zoo.labels(folder)[expected]

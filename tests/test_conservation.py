@@ -1,5 +1,5 @@
 """Conservation (beyond the paper): the report of where relevance is dropped, and the rules that keep it
-(fgcam.conservation), by hand and on the real ImageNet MobileNets of ../shared/real-imagenet."""
+(fgcam.conservation), by hand and on the real ImageNet MobileNets bundled with the package."""
 import pytest
 import torch
 from torch import nn
@@ -10,9 +10,9 @@ from fgcam.graph import explaining, record
 from fgcam.propagation import image_bounds, propagate
 from fgcam.rules import AddShare, Context, Crop, PoolLRP0, ZBox, ZPlus, dropped_relevance
 
-from conftest import SHARED
 
-REAL = zoo.real_models_folder(SHARED / "real-imagenet") or SHARED / "real-imagenet"
+
+REAL = zoo.real_models_folder() or zoo.REAL_MODELS_DIR  # bundled with the package
 SPREADS = [cons.Flat(), cons.WSquare()]
 
 
@@ -225,8 +225,7 @@ def test_report_matches_recorded_drops_on_the_toy():
 def real64():
     """Both real MobileNets in float64 (so that rounding stays far below the 1e-6 bound) with two photos."""
     if not (REAL / "validation.json").exists():
-        pytest.fail(f"{REAL} is missing: these tests need ../shared/real-imagenet beside the checkout "
-                    "(or FGCAM_REAL_MODELS=<that folder>, or FGCAM_SHARED=<folder holding real-imagenet/>)")
+        pytest.fail(f"{REAL} is missing: the real MobileNets ship with the package (fgcam/weights/real-imagenet)")
     out = {}
     for name in zoo.REAL_MODELS:
         model, spec = zoo.load_spec(REAL, name)

@@ -4,7 +4,6 @@ The contrastive components are the target's minus those of a dual output ``y_d =
 build that dual output independently (a linear head ``c`` on top of the model, or Score-CAM's masked passes by
 hand) and check that the contrastive map is the difference of the two separately propagated maps (the rules are
 linear in the relevance)."""
-import os
 from pathlib import Path
 
 import pytest
@@ -19,9 +18,9 @@ from fgcam.graph import explaining, record
 from fgcam.lrp import dual_coefficients
 from fgcam.propagation import image_bounds, propagate
 
-from conftest import SHARED
+from conftest import require
 
-REAL = zoo.real_models_folder(SHARED / "real-imagenet") or SHARED / "real-imagenet"
+REAL = zoo.real_models_folder() or zoo.REAL_MODELS_DIR  # bundled with the package
 ROOT = Path(__file__).resolve().parents[1]
 BASES = ["grad-cam", "grad-cam++", "xgrad-cam", "layer-cam", "score-cam"]
 
@@ -129,8 +128,7 @@ def test_real_mobilenet_v1_contrast_linearity(contrast):
     """The real MobileNet V1 (float64) on pets.png, Italian greyhound (172) and Boston bull (196): the contrastive
     FG-Grad-CAM map is the target's map minus the dual head's map, with the paper's and with a conserving rule."""
     if not (REAL / "validation.json").exists():
-        pytest.fail(f"{REAL} is missing: this test needs ../shared/real-imagenet beside the checkout "
-                    "(or FGCAM_REAL_MODELS=<that folder>)")
+        pytest.fail(f"{REAL} is missing: the real MobileNets ship with the package (fgcam/weights/real-imagenet)")
     model, spec = zoo.load_spec(REAL, "mobilenet_v1_0.75_192")
     model = model.double()
     x = zoo.preprocess_photo(REAL / "photos" / "pets.png", spec).double()
@@ -157,10 +155,9 @@ def test_probe_contrast_puts_more_energy_in_the_explained_cell():
     numbers (they are in the probe's output).  Why it holds is not established here."""
     import importlib.util
 
-    photos = Path(os.environ.get("FGCAM_IMAGENET_SAMPLES") or SHARED / "imagenet-sample-images")
-    if not (photos / "synsets.txt").exists() or not (REAL / "validation.json").exists():
-        pytest.fail(f"this test needs {photos} and {REAL} (../shared beside the checkout, or FGCAM_IMAGENET_SAMPLES "
-                    "and FGCAM_REAL_MODELS)")
+    photos = zoo.imagenet_samples_folder()
+    require(photos is not None and (photos / "synsets.txt").exists(),
+            f"this test needs the ImageNet sample photos: set {zoo.IMAGENET_SAMPLES_ENV} to their folder")
     spec = importlib.util.spec_from_file_location("contrast_probe", ROOT / "tools" / "contrast_probe.py")
     probe = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(probe)

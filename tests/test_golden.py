@@ -1,4 +1,4 @@
-"""Parity with the authors' reference code: every tensor of ../shared/golden (README there).
+"""Parity with the authors' reference code: every tensor of tests/data/golden (README there).
 
 Tolerance: max |ours - ref| <= 1e-4 * max |ref| (1e-3 for denoised cases, which go through an SVD).
 """

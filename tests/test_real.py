@@ -205,7 +205,7 @@ def _bundled_photo_folder(tmp_path: Path, model_name: str) -> Path:
     construction, five of distinct classes."""
     folder = tmp_path / "photos"
     folder.mkdir()
-    src = zoo.real_models_folder(ROOT.parent / "shared" / "real-imagenet")
+    src = zoo.real_models_folder()
     top1 = {photo: top5[0] for photo, top5 in zoo.validation(src, model_name).items()}
     used = set()
     for photo in sorted(top1):
