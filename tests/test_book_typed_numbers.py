@@ -52,6 +52,8 @@ ALLOWED = [
     r"\bexercise\s+\d+\b", r"\bExercise\s+\d+\b",
     r"\bstep\s+\d\b", r"\bStep\s+\d\b",                         # the method's steps 1-3
     r"\b0/0\b",                                                 # the convention 0/0 := 0
+    r"\btop-\d\b",                                             # top-1, top-5 (names of accuracies)
+    r"\bLRP-0\b",
 ]
 _ALLOWED = re.compile("|".join(f"(?:{p})" for p in ALLOWED), re.M)
 
