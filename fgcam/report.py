@@ -25,7 +25,8 @@ import numpy as np
 import torch
 
 __all__ = ["to_image", "heat", "table", "map_grid", "pipeline_figure", "spread", "bootstrap_ci",
-           "compare_means", "png_data_uri", "image_data_uri", "static_explorer_html"]
+           "compare_means", "png_data_uri", "decode_png_levels", "image_data_uri",
+           "static_explorer_html"]
 
 
 def to_image(img: torch.Tensor) -> torch.Tensor:
@@ -189,8 +190,9 @@ def compare_means(a, b, lower_is_better: bool = False, **bootstrap) -> dict:
 
 
 def png_data_uri(m, cmap: str = "jet", size: int | None = None) -> str:
-    """A map ``[h, w]`` as a ``data:image/png;base64,...`` URI: :func:`heat`, colour map, optional resize to
-    ``size`` x ``size`` (nearest neighbour, so the map's own resolution stays visible)."""
+    """A map ``[h, w]`` as a ``data:image/png;base64,...`` URI: :func:`heat` (a tensor) or values in ``[0, 1]``
+    (an array), quantised to 256 levels of the colour map and stored as a palette PNG (small), optionally resized
+    to ``size`` x ``size`` (nearest neighbour, so the map's own resolution stays visible)."""
     from PIL import Image
 
     from fgcam.plotting import colorize
@@ -200,16 +202,24 @@ def png_data_uri(m, cmap: str = "jet", size: int | None = None) -> str:
     m = np.asarray(m, dtype=np.float64)
     if m.ndim != 2:
         raise ValueError(f"png_data_uri expects a map [h, w]; got shape {m.shape}")
-    rgb = colorize(np.clip(m, 0, 1), cmap) if cmap else np.repeat(np.clip(m, 0, 1)[..., None], 3, -1)
-    rgb = np.asarray(rgb)
-    if rgb.dtype != np.uint8:
-        rgb = (np.clip(rgb, 0, 1) * 255).round().astype(np.uint8)
-    img = Image.fromarray(rgb[..., :3])
+    levels = np.round(np.clip(m, 0, 1) * 255).astype(np.uint8)
+    img = Image.fromarray(levels, mode="L").convert("P")
+    img.putpalette(colorize(np.linspace(0, 1, 256)[None, :], cmap)[0].reshape(-1).tolist())
     if size is not None:
         img = img.resize((size, size), Image.NEAREST)
     buf = io.BytesIO()
     img.save(buf, format="PNG", optimize=True)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def decode_png_levels(uri: str) -> np.ndarray:
+    """The palette indices (levels 0-255) of a PNG written by :func:`png_data_uri`, for tests."""
+    from PIL import Image
+
+    img = Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
+    if img.mode != "P":
+        raise ValueError(f"not a palette PNG of png_data_uri (mode {img.mode})")
+    return np.asarray(img)
 
 
 def image_data_uri(img: torch.Tensor, size: int | None = None) -> str:
@@ -226,13 +236,16 @@ def image_data_uri(img: torch.Tensor, size: int | None = None) -> str:
 
 
 def static_explorer_html(controls: dict, images: dict, key_order: list, element_id: str = "fgcam-explorer",
-                         originals: dict | None = None) -> str:
+                         originals: dict | None = None, messages: dict | None = None,
+                         captions: dict | None = None) -> str:
     """An HTML+JavaScript widget that needs no kernel: one ``<select>`` per control, one ``<img>``.
 
     ``controls`` is ``{control name: [option, ...]}`` in display order; ``images`` maps a key
     ``"|".join(option of each control in key_order)`` to a PNG data URI; choices without a precomputed map show
     a message. ``originals`` optionally maps the value of the first control to the photo's data URI, shown
-    beside the map. The widget's ``<img>`` carries ``data-key``, the key it shows, for tests.
+    beside the map. ``messages`` maps keys without a map to the reason (e.g. fgcam's error message);
+    ``captions`` maps the value of the first control to a line of text shown under the images. The widget's
+    ``<img>`` carries ``data-key``, the key it shows, for tests.
     """
     if list(controls) != list(key_order):
         raise ValueError(f"key_order {key_order} must list the controls {list(controls)} in order")
@@ -253,21 +266,24 @@ def static_explorer_html(controls: dict, images: dict, key_order: list, element_
   var root = document.getElementById({json.dumps(element_id)});
   var MAPS = {json.dumps(images)};
   var ORIG = {json.dumps(originals or {})};
+  var MSG = {json.dumps(messages or {})};
+  var CAP = {json.dumps(captions or {})};
   var ORDER = {json.dumps(list(key_order))};
   var selects = root.querySelectorAll("select[data-control]");
   var img = root.querySelector("img.fgcam-map"), photo = root.querySelector("img.fgcam-photo");
-  var note = root.querySelector(".fgcam-note");
+  var note = root.querySelector(".fgcam-note"), cap = root.querySelector(".fgcam-caption");
   function update() {{
     var values = {{}};
     selects.forEach(function(s) {{ values[s.getAttribute("data-control")] = s.value; }});
     var key = ORDER.map(function(c) {{ return values[c]; }}).join("|");
     if (photo && ORIG[values[ORDER[0]]]) {{ photo.src = ORIG[values[ORDER[0]]]; }}
+    if (cap) {{ cap.textContent = CAP[values[ORDER[0]]] || ""; }}
     if (MAPS[key]) {{
       img.src = MAPS[key]; img.setAttribute("data-key", key); img.style.visibility = "visible";
       note.textContent = "";
     }} else {{
       img.setAttribute("data-key", ""); img.style.visibility = "hidden";
-      note.textContent = "not precomputed for this choice: " + key;
+      note.textContent = MSG[key] || ("not precomputed for this choice: " + key);
     }}
   }}
   selects.forEach(function(s) {{ s.addEventListener("change", update); }});
@@ -280,5 +296,6 @@ def static_explorer_html(controls: dict, images: dict, key_order: list, element_
             'image-rendering:pixelated"/>'
             '<img class="fgcam-map" alt="map" data-key="" style="width:192px;height:192px;'
             'image-rendering:pixelated"/>'
+            '<div class="fgcam-caption" style="font-size:0.85em"></div>'
             '<div class="fgcam-note" style="font-size:0.85em"></div>'
             f"<script>{script}</script></div>")

@@ -17,7 +17,7 @@ from fgcam import report  # noqa: E402
 
 def _decode(uri):
     assert uri.startswith("data:image/png;base64,")
-    return np.asarray(Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))))
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))).convert("RGB"))
 
 
 def test_heat_relu_and_max():
@@ -84,6 +84,8 @@ def test_png_data_uri_round_trip():
     with pytest.raises(ValueError, match=r"\[h, w\]"):
         report.png_data_uri(torch.rand(2, 2, 2))
     assert _decode(report.image_data_uri(torch.randn(3, 6, 6))).shape == (6, 6, 3)
+    levels = report.decode_png_levels(report.png_data_uri(m))
+    assert levels.tolist() == [[0, 255], [0, 128]]
 
 
 def test_static_explorer_html():
@@ -96,3 +98,6 @@ def test_static_explorer_html():
         report.static_explorer_html(controls, {"c|m": "x"}, ["image", "method"])
     with pytest.raises(ValueError, match="key_order"):
         report.static_explorer_html(controls, images, ["method", "image"])
+    html = report.static_explorer_html(controls, images, ["image", "method"], messages={"a|m": "why"},
+                                       captions={"a": "two shapes"})
+    assert '"why"' in html and '"two shapes"' in html and "fgcam-caption" in html
