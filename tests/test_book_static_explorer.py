@@ -6,10 +6,12 @@ script appended. In headless Chromium, with the network disabled, the script cha
 every choice, that the shown image is exactly the map precomputed for that choice (the page's lookup table, read
 here from the HTML), or that no image and a reason are shown where the grid has no map.
 
-Skips with a reason when Chromium or the built page is missing (the page is built by ``make book``).
+Skips with a reason when Chromium or the built page is missing (the page is built by ``make book``;
+``FGCAM_BOOK_HTML`` names another build folder).
 """
 import html
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -18,7 +20,8 @@ from pathlib import Path
 import pytest
 
 BOOK = Path(__file__).resolve().parents[1] / "book"
-PAGE = BOOK / "_build" / "html" / "explorer_static.html"
+# the built book's HTML folder; FGCAM_BOOK_HTML points elsewhere (e.g. a build of only this page)
+PAGE = Path(os.environ.get("FGCAM_BOOK_HTML", BOOK / "_build" / "html")) / "explorer_static.html"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 PROBE = """
