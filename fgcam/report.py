@@ -151,14 +151,18 @@ def spread(values) -> dict:
 def bootstrap_ci(values, n_resamples: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean of ``values`` (resampling the values with replacement).
 
-    ``fgcam.stats.bootstrap_ci`` is used instead when it exists (same signature).
+    ``fgcam.stats.bootstrap_ci`` is used instead when it exists (its ``Interval``'s low and high are returned).
     """
     try:
         from fgcam.stats import bootstrap_ci as _stats_ci  # the stats helper's version, once merged
     except ImportError:
         _stats_ci = None
     if _stats_ci is not None:
-        return tuple(_stats_ci(values, n_resamples=n_resamples, seed=seed, level=level))
+        r = _stats_ci(values, n_resamples=n_resamples, seed=seed, level=level)
+        if hasattr(r, "low") and hasattr(r, "high"):  # fgcam.stats.Interval(estimate, low, high, ...)
+            return float(r.low), float(r.high)
+        lo, hi = r
+        return float(lo), float(hi)
     v = np.asarray(values, dtype=np.float64).ravel()
     if v.size == 0:
         raise ValueError("bootstrap_ci of an empty sequence")
