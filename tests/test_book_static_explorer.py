@@ -26,7 +26,8 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 PROBE = """
 <script>
-window.addEventListener("load", function () { setTimeout(function () {
+(function () {  // runs at the end of <body>, after the widget's own script
+
   var root = document.getElementById("fgcam-static-explorer");
   var selects = root.querySelectorAll("select[data-control]");
   var img = root.querySelector("img.fgcam-map"), note = root.querySelector(".fgcam-note");
@@ -47,7 +48,7 @@ window.addEventListener("load", function () { setTimeout(function () {
   });
   var pre = document.createElement("pre"); pre.id = "fgcam-probe"; pre.textContent = JSON.stringify(out);
   document.body.appendChild(pre);
-}, 300); });
+})();
 </script>
 """
 
@@ -76,7 +77,7 @@ def probe(tmp_path_factory):
         dom = subprocess.run(cmd, capture_output=True, text=True, timeout=300).stdout
     finally:
         probe_page.unlink()
-    m = re.search(r'<pre id="fgcam-probe">(.*?)</pre>', dom, re.S)
+    m = re.search(r'<pre id="fgcam-probe"[^>]*>(.*?)</pre>', dom, re.S)  # the theme adds attributes
     assert m, "the probe script did not run: the widget's JavaScript is missing or broken"
     return text, json.loads(html.unescape(m.group(1)))
 
