@@ -1,6 +1,7 @@
 """The built book renders offline in headless Chromium: MathJax typesets the math and a figure is shown.
 
-A two-page copy of the book (``intro.md`` with math, ``quickstart.ipynb`` with a figure) is built with the real
+A two-page copy of the book (``quickstart.ipynb`` with math and a figure, and the references page that its
+citations need) is built with the real
 ``_config.yml`` and the vendored JavaScript (``make vendor``), then each page is loaded from disk in Chromium with
 all network access disabled, and the rendered DOM is inspected.  Without a ``chromium`` on PATH the rendering tests
 skip with the reason (install the Debian package ``chromium``); under ``FGCAM_REQUIRE_ALL=1`` (.ci/run) they fail.
@@ -24,11 +25,15 @@ def built(tmp_path_factory):
     if not (BOOK / "_wstatic" / "mathjax" / "tex-mml-chtml.js").exists():
         pytest.fail("book/_wstatic is missing: run `make vendor` (make test does it)")
     root = tmp_path_factory.mktemp("book")
-    for name in ("_config.yml", "intro.md", "quickstart.ipynb"):
+    for name in ("_config.yml", "quickstart.ipynb", "references.bib", "references.md"):
         shutil.copy(BOOK / name, root / name)
     for folder in ("_wstatic", "_ext"):
         shutil.copytree(BOOK / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
-    (root / "_toc.yml").write_text("format: jb-book\nroot: intro\nchapters:\n  - file: quickstart\n")
+    (root / "_toc.yml").write_text("format: jb-book
+root: quickstart
+chapters:
+  - file: references
+")
     jb = Path(sys.executable).with_name("jupyter-book")
     run = subprocess.run([str(jb), "build", str(root), "-W", "-n", "--keep-going"], capture_output=True, text=True)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
@@ -46,14 +51,14 @@ def _dom(page: Path, tmp_path) -> str:
 
 
 def test_no_cdn_scripts(built):
-    for page in ("intro.html", "quickstart.html"):
+    for page in ("quickstart.html", "references.html"):
         html = (built / page).read_text()
         remote = re.findall(r'<script[^>]+src="(https?://[^"]+)"', html)
         assert not remote, f"{page} loads scripts from the network: {remote}"
 
 
 def test_math_is_typeset(built, tmp_path):
-    dom = _dom(built / "intro.html", tmp_path)
+    dom = _dom(built / "quickstart.html", tmp_path)
     assert "<mjx-container" in dom, "MathJax did not typeset the math offline"
 
 

@@ -1,0 +1,305 @@
+"""Tables and figures of results, for the book's chapters.
+
+The chapters show only the steps their prose discusses; the presentation code lives here so that it is tested
+once (``tests/test_report.py``) instead of copied into every notebook.
+
+* :func:`to_image`, :func:`heat`: a normalised image back to ``[0, 1]`` and a map's display form (ReLU, min-max);
+* :func:`table`: a pandas DataFrame as a styled HTML table (pandas Styler), the book's replacement for
+  ``print(df.to_string())``;
+* :func:`map_grid`: images in rows, maps in columns, one title per column;
+* :func:`pipeline_figure`: the FG-CAM pipeline of Eq. (2)-(8) of the paper as a diagram;
+* :func:`spread`, :func:`bootstrap_ci`: the spread of per-image values and a percentile bootstrap interval of
+  their mean, for verdicts that must say "inconclusive" when a difference lies inside the noise;
+* :func:`png_data_uri`, :func:`static_explorer_html`: maps as small PNG data URIs and an HTML+JavaScript
+  widget that switches among them without a kernel (the static explorer page).
+"""
+
+from __future__ import annotations
+
+import base64
+import html as _html
+import io
+import json
+
+import numpy as np
+import torch
+
+__all__ = ["to_image", "heat", "table", "map_grid", "pipeline_figure", "spread", "bootstrap_ci",
+           "compare_means", "png_data_uri", "decode_png_levels", "image_data_uri",
+           "static_explorer_html"]
+
+
+def to_image(img: torch.Tensor) -> torch.Tensor:
+    """One normalised image ``[3, H, W]`` back to ``[H, W, 3]`` in ``[0, 1]``, for ``imshow``."""
+    from fgcam.data import denormalize
+
+    if img.dim() != 3 or img.shape[0] != 3:
+        raise ValueError(f"to_image expects one image [3, H, W]; got shape {tuple(img.shape)}")
+    return denormalize(img[None].detach().cpu())[0].permute(1, 2, 0).clamp(0, 1)
+
+
+def heat(m: torch.Tensor) -> torch.Tensor:
+    """ReLU and division by the maximum, for display only (fgcam itself returns signed maps).
+
+    A map with no positive value is returned as zeros.
+    """
+    m = m.detach().clamp(min=0).cpu()
+    top = m.max()
+    return m / top if top > 0 else m
+
+
+def table(df, caption: str | None = None, precision: int = 3):
+    """``df`` as a styled HTML table (a pandas ``Styler``): numbers rounded, a caption, compact cells.
+
+    Display it as the last expression of a cell, or with ``IPython.display.display``. Non-numeric cells are
+    left as they are.
+    """
+    import pandas as pd
+
+    if not isinstance(df, pd.DataFrame):
+        df = pd.DataFrame(df)
+    styler = df.style.format(precision=precision, na_rep="–")
+    if caption:
+        styler = styler.set_caption(caption)
+    return styler.set_table_styles([
+        {"selector": "th, td", "props": [("padding", "2px 8px"), ("font-size", "0.85em")]},
+        {"selector": "caption", "props": [("caption-side", "top"), ("text-align", "left")]},
+    ])
+
+
+def map_grid(images, maps: dict, titles=None, size: float = 1.9, overlay: bool = False):
+    """A figure with one row per image: the image, then one panel per map in ``maps`` (``{name: [B, h, w]}``).
+
+    Maps are shown with :func:`heat` and the ``jet`` colour map; ``overlay=True`` draws them over the grey
+    image (nearest-neighbour upsampling). ``titles`` optionally names each row's image.
+    """
+    import matplotlib.pyplot as plt
+
+    names = list(maps)
+    n, cols = len(images), len(maps) + 1
+    fig, axes = plt.subplots(n, cols, figsize=(size * cols, size * n), squeeze=False)
+    side = images.shape[-1]
+    for i in range(n):
+        axes[i, 0].imshow(to_image(images[i]))
+        if titles is not None:
+            axes[i, 0].set_title(str(titles[i]), fontsize=8)
+        for j, name in enumerate(names, start=1):
+            m = maps[name]
+            if m.shape[0] != n:
+                raise ValueError(f"map {name!r} has {m.shape[0]} images, expected {n}")
+            ax = axes[i, j]
+            if overlay:
+                ax.imshow(to_image(images[i]).mean(-1), cmap="gray", vmin=0, vmax=1)
+                ax.imshow(heat(m[i]), cmap="jet", alpha=0.55, extent=(0, side, side, 0),
+                          interpolation="nearest")
+            else:
+                ax.imshow(heat(m[i]), cmap="jet", interpolation="nearest")
+            if i == 0:
+                ax.set_title(str(name).replace(" @ ", "\n"), fontsize=8)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    return fig
+
+
+STAGES = (
+    ("CAM weights", "one weight per channel\nfrom any CAM method\n(Grad-CAM, Score-CAM, ...)"),
+    ("components", "keep the channels apart\nEq. (3): weight x activation\nat the last block"),
+    ("denoising\n(optional)", "FG-CAM_D: low-rank\napproximation of the\ncentred components"),
+    ("propagation", "layer by layer, Eq. (4)-(7)\nz+ in hidden layers,\nz^B at the input"),
+    ("sum", "Eq. (8): sum over the\nchannels of the\ntarget layer"),
+)
+
+
+def pipeline_figure(stages=STAGES):
+    """The FG-CAM pipeline as boxes and arrows: weights -> components -> (denoising) -> propagation -> sum.
+
+    The optional stage is drawn dashed. Returns the matplotlib figure.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+
+    fig, ax = plt.subplots(figsize=(2.3 * len(stages), 2.3))
+    ax.set_xlim(0, len(stages))
+    ax.set_ylim(0, 1)
+    ax.axis("off")
+    for i, (name, text) in enumerate(stages):
+        optional = "optional" in name
+        box = FancyBboxPatch((i + 0.06, 0.08), 0.78, 0.84, boxstyle="round,pad=0.02",
+                             linestyle="--" if optional else "-", linewidth=1.2,
+                             facecolor="#f3f3f3" if optional else "#dbe9f6", edgecolor="#333333")
+        ax.add_patch(box)
+        ax.text(i + 0.45, 0.78, name, ha="center", va="center", fontsize=9, fontweight="bold")
+        ax.text(i + 0.45, 0.38, text, ha="center", va="center", fontsize=7.5)
+        if i + 1 < len(stages):
+            ax.add_patch(FancyArrowPatch((i + 0.86, 0.5), (i + 1.04, 0.5), arrowstyle="-|>",
+                                         mutation_scale=12, color="#333333"))
+    fig.tight_layout()
+    return fig
+
+
+def spread(values) -> dict:
+    """``{"n", "mean", "std", "min", "max"}`` of a 1-D sequence of per-image values."""
+    v = np.asarray(values, dtype=np.float64).ravel()
+    if v.size == 0:
+        raise ValueError("spread of an empty sequence")
+    return {"n": int(v.size), "mean": float(v.mean()), "std": float(v.std(ddof=1)) if v.size > 1 else 0.0,
+            "min": float(v.min()), "max": float(v.max())}
+
+
+def bootstrap_ci(values, n_resamples: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``values`` (resampling the values with replacement).
+
+    ``fgcam.stats.bootstrap_ci`` is used instead when it exists (its ``Interval``'s low and high are returned).
+    """
+    try:
+        from fgcam.stats import bootstrap_ci as _stats_ci  # the stats helper's version, once merged
+    except ImportError:
+        _stats_ci = None
+    if _stats_ci is not None:
+        r = _stats_ci(values, n_resamples=n_resamples, seed=seed, level=level)
+        if hasattr(r, "low") and hasattr(r, "high"):  # fgcam.stats.Interval(estimate, low, high, ...)
+            return float(r.low), float(r.high)
+        lo, hi = r
+        return float(lo), float(hi)
+    v = np.asarray(values, dtype=np.float64).ravel()
+    if v.size == 0:
+        raise ValueError("bootstrap_ci of an empty sequence")
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie in (0, 1); got {level}")
+    rng = np.random.default_rng(seed)
+    means = v[rng.integers(0, v.size, size=(n_resamples, v.size))].mean(axis=1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+def compare_means(a, b, lower_is_better: bool = False, **bootstrap) -> dict:
+    """Is ``a`` better than ``b``? Paired per-image values; the verdict is "inconclusive" when the bootstrap
+    interval of the mean difference ``a - b`` contains 0.
+
+    Returns ``{"difference", "ci", "verdict"}`` with verdict ``"a better"``, ``"b better"`` or ``"inconclusive"``.
+    """
+    a, b = np.asarray(a, dtype=np.float64).ravel(), np.asarray(b, dtype=np.float64).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"paired values need the same length; got {a.size} and {b.size}")
+    d = a - b
+    lo, hi = bootstrap_ci(d, **bootstrap)
+    if lo <= 0 <= hi:
+        verdict = "inconclusive"
+    else:
+        a_wins = (hi < 0) if lower_is_better else (lo > 0)
+        verdict = "a better" if a_wins else "b better"
+    return {"difference": float(d.mean()), "ci": (lo, hi), "verdict": verdict}
+
+
+def png_data_uri(m, cmap: str = "jet", size: int | None = None) -> str:
+    """A map ``[h, w]`` as a ``data:image/png;base64,...`` URI: :func:`heat` (a tensor) or values in ``[0, 1]``
+    (an array), quantised to 256 levels of the colour map and stored as a palette PNG (small), optionally resized
+    to ``size`` x ``size`` (nearest neighbour, so the map's own resolution stays visible)."""
+    from PIL import Image
+
+    from fgcam.plotting import colorize
+
+    if isinstance(m, torch.Tensor):
+        m = heat(m).double().numpy()
+    m = np.asarray(m, dtype=np.float64)
+    if m.ndim != 2:
+        raise ValueError(f"png_data_uri expects a map [h, w]; got shape {m.shape}")
+    levels = np.round(np.clip(m, 0, 1) * 255).astype(np.uint8)
+    img = Image.fromarray(levels, mode="L").convert("P")
+    img.putpalette(colorize(np.linspace(0, 1, 256)[None, :], cmap)[0].reshape(-1).tolist())
+    if size is not None:
+        img = img.resize((size, size), Image.NEAREST)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def decode_png_levels(uri: str) -> np.ndarray:
+    """The palette indices (levels 0-255) of a PNG written by :func:`png_data_uri`, for tests."""
+    from PIL import Image
+
+    img = Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
+    if img.mode != "P":
+        raise ValueError(f"not a palette PNG of png_data_uri (mode {img.mode})")
+    return np.asarray(img)
+
+
+def image_data_uri(img: torch.Tensor, size: int | None = None) -> str:
+    """A normalised image ``[3, H, W]`` as a PNG data URI (see :func:`to_image`)."""
+    from PIL import Image
+
+    rgb = (to_image(img).numpy() * 255).round().astype(np.uint8)
+    pil = Image.fromarray(rgb)
+    if size is not None:
+        pil = pil.resize((size, size), Image.BILINEAR)
+    buf = io.BytesIO()
+    pil.save(buf, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def static_explorer_html(controls: dict, images: dict, key_order: list, element_id: str = "fgcam-explorer",
+                         originals: dict | None = None, messages: dict | None = None,
+                         captions: dict | None = None) -> str:
+    """An HTML+JavaScript widget that needs no kernel: one ``<select>`` per control, one ``<img>``.
+
+    ``controls`` is ``{control name: [option, ...]}`` in display order; ``images`` maps a key
+    ``"|".join(option of each control in key_order)`` to a PNG data URI; choices without a precomputed map show
+    a message. ``originals`` optionally maps the value of the first control to the photo's data URI, shown
+    beside the map. ``messages`` maps keys without a map to the reason (e.g. fgcam's error message);
+    ``captions`` maps the value of the first control to a line of text shown under the images. The widget's
+    ``<img>`` carries ``data-key``, the key it shows, for tests.
+    """
+    if list(controls) != list(key_order):
+        raise ValueError(f"key_order {key_order} must list the controls {list(controls)} in order")
+    for key in images:
+        parts = key.split("|")
+        if len(parts) != len(key_order) or any(p not in controls[c] for p, c in zip(parts, key_order)):
+            raise ValueError(f"image key {key!r} does not name one option of each control {key_order}")
+    eid = _html.escape(element_id)
+    selects = "".join(
+        f'<label style="margin-right:1em">{_html.escape(name)} '
+        f'<select data-control="{_html.escape(name)}">'
+        + "".join(f'<option value="{_html.escape(str(o))}">{_html.escape(str(o))}</option>' for o in options)
+        + "</select></label>"
+        for name, options in controls.items()
+    )
+    script = f"""
+(function() {{
+  var root = document.getElementById({json.dumps(element_id)});
+  var MAPS = {json.dumps(images)};
+  var ORIG = {json.dumps(originals or {})};
+  var MSG = {json.dumps(messages or {})};
+  var CAP = {json.dumps(captions or {})};
+  var ORDER = {json.dumps(list(key_order))};
+  var selects = root.querySelectorAll("select[data-control]");
+  var img = root.querySelector("img.fgcam-map"), photo = root.querySelector("img.fgcam-photo");
+  var note = root.querySelector(".fgcam-note"), cap = root.querySelector(".fgcam-caption");
+  function update() {{
+    var values = {{}};
+    selects.forEach(function(s) {{ values[s.getAttribute("data-control")] = s.value; }});
+    var key = ORDER.map(function(c) {{ return values[c]; }}).join("|");
+    if (photo && ORIG[values[ORDER[0]]]) {{ photo.src = ORIG[values[ORDER[0]]]; }}
+    if (cap) {{ cap.textContent = CAP[values[ORDER[0]]] || ""; }}
+    if (MAPS[key]) {{
+      img.src = MAPS[key]; img.setAttribute("data-key", key); img.style.visibility = "visible";
+      note.textContent = "";
+    }} else {{
+      img.setAttribute("data-key", ""); img.style.visibility = "hidden";
+      note.textContent = MSG[key] || ("not precomputed for this choice: " + key);
+    }}
+  }}
+  selects.forEach(function(s) {{ s.addEventListener("change", update); }});
+  update();
+}})();
+"""
+    return (f'<div id="{eid}" class="fgcam-static-explorer">'
+            f'<div style="margin-bottom:0.5em">{selects}</div>'
+            '<img class="fgcam-photo" alt="image" style="width:192px;height:192px;margin-right:8px;'
+            'image-rendering:pixelated"/>'
+            '<img class="fgcam-map" alt="map" data-key="" style="width:192px;height:192px;'
+            'image-rendering:pixelated"/>'
+            '<div class="fgcam-caption" style="font-size:0.85em"></div>'
+            '<div class="fgcam-note" style="font-size:0.85em"></div>'
+            f"<script>{script}</script></div>")
