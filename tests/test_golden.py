@@ -18,7 +18,10 @@ def _close(ours, ref, tol):
 
 
 def test_model_reproduces_golden_logits(golden, golden_model):
-    torch.testing.assert_close(golden_model(golden["input"]), golden["logits"], rtol=1e-5, atol=1e-6)
+    # float32 sums through 13 convolutions: the order of additions depends on the CPU's vector width, so the
+    # logits agree to about 1e-6 of their largest value, not to a fixed 1e-6 (measured: 1.8e-6 of 1.76 on this
+    # project's machine, 1e-6 elsewhere); 1e-5 relative is still 10x tighter than the maps' parity bound
+    _close(golden_model(golden["input"]), golden["logits"], 1e-5)
 
 
 @pytest.mark.parametrize("explicit", [False, True], ids=["argmax", "explicit"])
@@ -40,7 +43,7 @@ def test_grad_cam_gradient_and_weights(golden, golden_model):
     A = golden["activations/features43"]
     w = grad_cam_weights(A, golden["gradients/grad_cam"])
     _close(w[0], golden["weights/grad_cam"], 1e-6)
-    _close(comps, w[:, :, None, None] * A, 1e-6)
+    _close(comps, w[:, :, None, None] * A, 1e-5)  # our forward's features.43 vs the reference's (float32 sums)
 
 
 @pytest.mark.parametrize("layer", LAYERS)

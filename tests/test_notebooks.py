@@ -55,6 +55,9 @@ BUDGET_S = {
     "real_imagenet": 1800,
     "explorer": 240,
     "audit": 600,
+    "intro": 300,
+    "real_benchmark": 1320,  # measured 659 s at load average ~10 (nbclient, OMP_NUM_THREADS=2)
+    "explorer_static": 900,
 }
 #: How many times in a row each chapter runs in ``make test``.
 RUNS = {"explorer": 3}
