@@ -32,7 +32,7 @@ from .canonizers import canonized
 from .denoise import denoise_components, rank_for
 from .graph import explaining, leaf_names, record, resolve_leaf
 from .lrp import output_relevance
-from .propagation import propagate, resolve_bounds
+from .propagation import needs_input, propagate, resolve_bounds
 
 
 @dataclass(frozen=True)
@@ -168,7 +168,7 @@ class Explainer:
         """One forward pass; returns (trace, A at ``at``, gradient of the target logit at ``at`` or None, target)."""
         grad = m.needs_gradient
         trace = record(self.model, images, store_from=store_from, grad_at=at if grad else None,
-                       keep_outputs=() if grad else (at,))
+                       keep_outputs=() if grad else (at,), store=needs_input(self.options["rules"]))
         t = _targets(target, trace.logits)
         if grad:
             (G,) = torch.autograd.grad(trace.logits.gather(1, t[:, None]).sum(), trace.cut)
@@ -229,7 +229,7 @@ class Explainer:
         return self._propagate(trace, I, cam, leaf, images)
 
     def _lrp(self, images, m, leaf, target):
-        trace = record(self.model, images, store_from=leaf)
+        trace = record(self.model, images, store_from=leaf, store=needs_input(self.options["rules"]))
         t = _targets(target, trace.logits)
         return self._propagate(trace, output_relevance(trace.logits, t, m.base), trace.steps[-1].name, leaf, images)
 
