@@ -562,10 +562,11 @@ def main(argv=None):
                 json.dump({"torch": torch.__version__, "results": res}, f, indent=1)
         return res
     device = torch.device(a.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    ver = versions()                                  # the code that runs, before anything can change it
     res = compare(a.reference, device, rounds=a.rounds, fg_batch=a.fg_batch,
                   batch_sizes=tuple(a.batch_sizes or GRADCAM_TARGET[0]), size=a.size, do_sweep=a.sweep,
                   sweep_cap=a.sweep_cap)
-    res.update(command=_command(argv), machine=machine(device), versions=versions())
+    res.update(command=_command(argv), machine=machine(device), versions=ver)
     path = Path(a.json or f"results/bench/vs-reference-{device.type}-{torch.get_num_threads()}threads.json")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(res, indent=1) + "\n")
