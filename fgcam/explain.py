@@ -42,7 +42,7 @@ from .conservation import ConservationReport, build_report, conserving_rules
 from .denoise import denoise_components, rank_for
 from .graph import explaining, leaf_names, record, resolve_leaf
 from .lrp import CONTRASTS, dual_coefficients, output_relevance
-from .propagation import propagate, resolve_bounds
+from .propagation import needs_input, propagate, resolve_bounds
 
 
 @dataclass(frozen=True)
@@ -226,7 +226,7 @@ class Explainer:
         dual) with ``dual = None`` or ``(coefficients [B, K], gradient of the dual output or None)``."""
         grad = m.needs_gradient
         trace = record(self.model, images, store_from=store_from, grad_at=at if grad else None,
-                       keep_outputs=() if grad else (at,))
+                       keep_outputs=() if grad else (at,), store=needs_input(self._rules))
         t = _targets(target, trace.logits)
         dual = None
         if contrast is not None:
@@ -299,7 +299,7 @@ class Explainer:
     def _start(self, images, m, leaf, target, denoise, contrast):
         """FG-CAM and LRP methods: ``(trace, relevance, start)``, the relevance to propagate from module ``start``."""
         if m.family == "lrp":
-            trace = record(self.model, images, store_from=leaf)
+            trace = record(self.model, images, store_from=leaf, store=needs_input(self._rules))
             t = _targets(target, trace.logits)
             return trace, output_relevance(trace.logits, t, m.base), trace.steps[-1].name
         cam = self._cam_leaf()

@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import weakref
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 from torch import nn
@@ -117,7 +118,8 @@ def _same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 
 def record(model: nn.Module, images: torch.Tensor, *, store_from: str | None = "input",
-           grad_at: str | None = None, keep_outputs: tuple[str, ...] = ()) -> Trace:
+           grad_at: str | None = None, keep_outputs: tuple[str, ...] = (),
+           store: Callable[[str, nn.Module], bool] | None = None) -> Trace:
     """Run ``model(images)`` once and record the graph of leaf modules (a chain for VGG), in execution order.
 
     Parameters
@@ -130,6 +132,11 @@ def record(model: nn.Module, images: torch.Tensor, *, store_from: str | None = "
         after it, so ``torch.autograd.grad(logits..., trace.cut)`` touches only the layers above it.
     keep_outputs:
         Leaf names whose outputs are kept in ``trace.outputs`` (detached).
+    store:
+        Optional ``store(name, module) -> bool``: of the leaves ``store_from`` selects, keep only the inputs of
+        those it accepts (the others get ``input=None``; their ``input_shape`` is recorded).  Inputs not kept are
+        freed as soon as the forward pass no longer needs them
+        (:func:`fgcam.propagation.needs_input` keeps those the propagation rules read).
     """
     steps: list[Step] = []
     state = {"store": store_from == "input"}
@@ -176,11 +183,12 @@ def record(model: nn.Module, images: torch.Tensor, *, store_from: str | None = "
                 # A channels-last output (channels-last input or weights): made contiguous, so that a reshape
                 # between two leaves (``torch.flatten``) stays a view of it that the next leaf can be traced to.
                 output = output.contiguous()
+            keep = state["store"] and (store is None or store(name, module))
             if len(args) == 1:
                 x = args[0]
-                stored, shape = (x.detach() if state["store"] else None), x.shape
+                stored, shape = (x.detach() if keep else None), x.shape
             else:
-                stored = tuple(a.detach() for a in args) if state["store"] else None
+                stored = tuple(a.detach() for a in args) if keep else None
                 shape = tuple(a.shape for a in args)
             steps.append(Step(name, module, stored, shape, output.shape, parents))
             if name in keep_outputs:

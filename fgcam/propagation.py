@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .graph import Trace
-from .rules import Context, rule_for
+from .rules import Context, UnsupportedModuleError, rule_for
 
 
 def image_bounds(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -75,6 +75,50 @@ def _bounds_at(trace: Trace, i: int, bounds):
     return None
 
 
+#: Modules whose output is >= 0 whatever their input.
+_NONNEGATIVE_OUT = (nn.ReLU, nn.ReLU6)
+#: Modules whose output is >= 0 when their input is.
+_KEEPS_NONNEGATIVE = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
+                      nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool2d,
+                      nn.Dropout, nn.Identity, nn.Flatten)
+
+
+def _nonnegative_input(trace: Trace, i: int) -> bool:
+    """The input of step ``i`` is >= 0 by construction: produced by a ReLU/ReLU6, possibly through pooling,
+    dropout, identity or flatten (which keep the sign).  Then the rules skip their search for negative entries."""
+    parents = trace.steps[i].parents
+    while len(parents) == 1 and parents[0] >= 0:
+        module = trace.steps[parents[0]].module
+        if isinstance(module, _NONNEGATIVE_OUT) or (isinstance(module, nn.Hardtanh) and module.min_val >= 0):
+            return True
+        if not isinstance(module, _KEEPS_NONNEGATIVE):
+            return False
+        parents = trace.steps[parents[0]].parents
+    return False
+
+
+def _shape_only(shape, like: torch.Tensor):
+    """A data-less stand-in (``meta`` device) for an input that was not kept: for rules that need only its shape."""
+    if shape and not isinstance(shape[0], int):
+        return tuple(torch.empty(s, dtype=like.dtype, device="meta") for s in shape)
+    return torch.empty(shape, dtype=like.dtype, device="meta")
+
+
+def needs_input(rules: dict | None = None) -> Callable[[str, nn.Module], bool]:
+    """``store`` predicate for :func:`fgcam.graph.record`: keep a module's input only if its rule reads it
+    (:attr:`fgcam.rules.Rule.needs_input`), as a hidden layer or as the layer that receives the image; modules
+    without a rule are kept, so that :func:`propagate` reports them."""
+    def needs(name: str, module: nn.Module) -> bool:
+        for first in (False, True):
+            try:
+                if getattr(rule_for(name, module, first=first, rules=rules), "needs_input", True):
+                    return True
+            except UnsupportedModuleError:
+                return True
+        return False
+    return needs
+
+
 def propagate(trace: Trace, relevance: torch.Tensor, start: str, stop: str, *, bounds=None, fold_bn: bool = False,
               rules: dict | None = None, on_step: Callable[[str, torch.Tensor], None] | None = None,
               first_rules: dict | None = None) -> torch.Tensor:
@@ -105,15 +149,19 @@ def propagate(trace: Trace, relevance: torch.Tensor, start: str, stop: str, *, b
         if r is None:
             continue                                          # no relevance reaches this module's output
         step = steps[i]
-        if step.input is None:
-            raise RuntimeError(f"the input of {step.name!r} was not recorded (record(store_from=...) too high)")
         nxt = steps[i + 1] if i + 1 < len(steps) else None
         first = _at_input(trace, i) and not isinstance(step.module, _CONSTANT_PADS)
         ctx = Context(first=first, bounds=_bounds_at(trace, i, bounds) if first and bounds is not None else None,
-                      fold_bn=fold_bn,
+                      fold_bn=fold_bn, nonnegative=_nonnegative_input(trace, i),
                       following=nxt.module if nxt is not None and nxt.parents == (i,) else None)
         rule = rule_for(step.name, step.module, first=first, rules=rules, first_rules=first_rules)
-        r = rule.relprop(step.module, step.input, r.reshape(step.output_shape), ctx)
+        x = step.input
+        if x is None:
+            if getattr(rule, "needs_input", True):
+                raise RuntimeError(f"the input of {step.name!r} was not recorded (record(store_from=...) too high, "
+                                   "or record(store=...) left it out)")
+            x = _shape_only(step.input_shape, r)
+        r = rule.relprop(step.module, x, r.reshape(step.output_shape), ctx)
         if on_step is not None:
             on_step(step.name, r)
         for parent, share in zip(step.parents, r if len(step.parents) > 1 else (r,)):

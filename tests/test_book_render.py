@@ -29,11 +29,7 @@ def built(tmp_path_factory):
         shutil.copy(BOOK / name, root / name)
     for folder in ("_wstatic", "_ext"):
         shutil.copytree(BOOK / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
-    (root / "_toc.yml").write_text("format: jb-book
-root: quickstart
-chapters:
-  - file: references
-")
+    (root / "_toc.yml").write_text("format: jb-book\nroot: quickstart\nchapters:\n  - file: references\n")
     jb = Path(sys.executable).with_name("jupyter-book")
     run = subprocess.run([str(jb), "build", str(root), "-W", "-n", "--keep-going"], capture_output=True, text=True)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
