@@ -236,6 +236,9 @@ def test_real_profile_end_to_end(tmp_path):
     assert {r["module"] for r in rows if r["layer"] == "Layer13"} == {manifest["layer_map"]["Layer13"]}
     for r in photo_rows:
         assert r["target"] == r["prediction"]  # the paper explains the predicted class
+        # the label is the model's logit of the photo's class: class index (synsets.txt line) + the background logit
+        assert r["label"] == SYNSETS.index(r["image_id"].split("_")[0]) + 1
+        assert r["prediction"] == r["label"]  # the folder's photos are classified correctly by construction
     source = real.GridSource(model, real.scan_photos(folder), spec, 1, 0)
     for r in grid_rows:
         cell = int(r["image_id"][-1])
