@@ -19,33 +19,8 @@ Metrics (``metric`` -> ``values``; the paper's table; the images used):
 * ``pointing`` -> ``energy_proportion`` (energy-based pointing game on the box) and, when the data has
   pixel-exact masks (offline profile), ``mask_energy``; Tables 3 and 6; localisation images.
 
-Store layout (``DIR``)::
-
-    DIR/manifest.json     what the store holds (profile, seed, target mode, model fingerprint); a run with
-                          other settings refuses to write into it
-    DIR/shards/*.jsonl    one file per completed unit (batch of images x method x layer, all its metrics),
-                          written to a temporary file, fsync'ed and renamed: a file is there whole or not at all
-    DIR/rows.jsonl        the merged store: at the end of a run, rank 0 folds the shards into it (sorted,
-                          de-duplicated by key, written atomically) and removes the folded shards
-    DIR/runs.jsonl        one record per finished run: start, wall seconds, units and rows computed, processes,
-                          device, threads, command line, host, versions
-    DIR/.lock             rank 0 holds an exclusive flock on it while running: one run per store at a time
-
-The done-key index is the set of ``key`` values in ``rows.jsonl`` and ``shards/``; a run computes only the keys
-that are missing, so killing it at any moment and starting it again loses nothing and duplicates nothing (shard
-names are a hash of the keys they hold, so even a unit computed twice lands in the same file). Readers
-(:func:`read_rows`) de-duplicate by key as well.
-
-Work is split into *units*: batch ``b`` of images (a fixed, global partition of the image list) x one setting
-(method, layer). One :func:`fgcam.explain` call per unit, then every metric on that batch. Under ``torchrun``
-(``RANK``/``WORLD_SIZE`` set) batch ``b`` belongs to rank ``b % WORLD_SIZE``; since batches are the same for any
-number of processes, K processes give the same rows as one (with the same ``batch_size``: a batch's images go
-through the model together, so another batch size may change the last digits).
-
-Speed: FG-Score-CAM(D) at every layer share one Score-CAM weighting per batch (:func:`score_cam_cache`), and on
-the CPU the metrics' forward passes use a channels-last copy of the model (about 1.5-2x faster; the explanations
-use the model as given).
-
+The store's layout and crash safety are described in :mod:`fgcam.store`; how work is split into units, sharded
+under ``torchrun`` and timed, in :mod:`fgcam.runner`.
 
 The code lives in one module per stage: :mod:`fgcam.settings` (the grid, names, tables, protocols),
 :mod:`fgcam.sources` and :mod:`fgcam.real` (image sources), :mod:`fgcam.store` (the resumable store),
