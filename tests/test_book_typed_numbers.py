@@ -54,6 +54,11 @@ ALLOWED = [
     r"\b0/0\b",                                                 # the convention 0/0 := 0
     r"\btop-\d\b",                                             # top-1, top-5 (names of accuracies)
     r"\bLRP-0\b",
+    r"\b95\s?%",                                                # the confidence level of every interval
+    r"\b1/(?:4|8|16|32)\b",                                     # the paper's resolutions (1/16, 1/8, 1/4, 1/32)
+    r"\b2\s?(?:×|x)\s?2\b",                                     # the 2x2 grid of the grid pointing game
+    r"\bApache-2\.0\b", r"\bCC BY 2\.0\b",                      # licence names
+    r"\bV[12] (?:0\.75|1\.0) at (?:192|224) px\b",              # the real MobileNets' names (width, input size)
 ]
 _ALLOWED = re.compile("|".join(f"(?:{p})" for p in ALLOWED), re.M)
 
