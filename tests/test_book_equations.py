@@ -40,7 +40,8 @@ def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("eqbook")
     for name in ("_config.yml", "references.bib"):
         shutil.copy(BOOK / name, root / name)
-    shutil.copytree(BOOK / "_wstatic", root / "_wstatic")
+    for folder in ("_wstatic", "_ext"):                           # _ext: the local extension _config.yml loads
+        shutil.copytree(BOOK / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
     (root / "index.md").write_text("# Equations\n\n```{bibliography}\n```\n")
     for chapter in CHAPTERS:
         (root / f"{chapter}.md").write_text(_markdown(BOOK / f"{chapter}.ipynb"), encoding="utf-8")
