@@ -33,7 +33,8 @@ import shell_wakeup  # noqa: E402  (book/_ext: the fix make book loads as a Sphi
 
 CONFIG = yaml.safe_load((BOOK / "_config.yml").read_text())
 TOC = yaml.safe_load((BOOK / "_toc.yml").read_text())
-CHAPTERS = [c["file"] for part in TOC["parts"] for c in part["chapters"] if (BOOK / f"{c['file']}.ipynb").exists()]
+CHAPTERS = [f for f in [TOC["root"]] + [c["file"] for part in TOC["parts"] for c in part["chapters"]]
+            if (BOOK / f"{f}.ipynb").exists()]  # the front page is a notebook too
 
 #: Wall-clock budget of one execution of each chapter, in seconds: about twice the time of one execution measured on
 #: 2 CPU cores shared with other jobs (load average 9-13; OMP_NUM_THREADS=1), so that a stall or a large regression
