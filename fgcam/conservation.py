@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .canonizers import Add
-from .rules import RULES, Context, Rule, _folded, _linear_map, safe_divide
+from .rules import RULES, Context, Rule, _folded, _linear_map, safe_divide, zbox_terms
 
 
 # -- how a zero denominator's relevance is spread ------------------------------------------------------------
@@ -157,12 +157,7 @@ class ZBoxConserving(ZPlusConserving):
     (every input at its bound: ``x_i = l_i`` where ``w_ij > 0`` and ``x_i = h_i`` where ``w_ij < 0``)."""
 
     def relprop(self, module, x, r, ctx):
-        if ctx.bounds is None:
-            raise ValueError("the z^B rule needs input bounds")
-        weight, fn = _linear_map(module)
-        weight = _folded(weight.detach(), ctx)
-        wp, wn = weight.clamp(min=0), weight.clamp(max=0)
-        low, high = (b.expand_as(x) for b in ctx.bounds)
+        weight, fn, wp, wn, low, high = zbox_terms(module, x, ctx)
         return relprop_linear_conserving(lambda a, lo, hi: fn(a, weight) - fn(lo, wp) - fn(hi, wn),
                                          (x, low, high), r, _spreads(self.spread, weight, fn))
 

@@ -222,6 +222,17 @@ class ZPlus(Rule):
         return relprop_linear(lambda a: fn(a, wp), (x,), r)
 
 
+def zbox_terms(module, x, ctx):
+    """What every z^B rule needs: ``(weight, fn, W+, W-, low, high)``, the weight folded as ``ctx`` says and the
+    bounds ``ctx.bounds`` broadcast to the input's shape; an error when the context has no bounds."""
+    if ctx.bounds is None:
+        raise ValueError("the z^B rule needs input bounds")
+    weight, fn = _linear_map(module)
+    weight = _folded(weight.detach(), ctx)
+    low, high = (b.expand_as(x) for b in ctx.bounds)
+    return weight, fn, weight.clamp(min=0), weight.clamp(max=0), low, high
+
+
 class ZBox(Rule):
     """z^B rule for the first layer (paper Eq. 7; reference ``Conv2d.IR`` with 3 input channels).
 
@@ -231,12 +242,7 @@ class ZBox(Rule):
     """
 
     def relprop(self, module, x, r, ctx):
-        if ctx.bounds is None:
-            raise ValueError("the z^B rule needs input bounds")
-        weight, fn = _linear_map(module)
-        weight = _folded(weight.detach(), ctx)
-        wp, wn = weight.clamp(min=0), weight.clamp(max=0)
-        low, high = (b.expand_as(x) for b in ctx.bounds)
+        weight, fn, wp, wn, low, high = zbox_terms(module, x, ctx)
         if _conv_args(module) is not None:
             return relprop_conv(module, [(1, x, weight), (-1, low, wp), (-1, high, wn)], r)
         return relprop_linear(lambda a, lo, hi: fn(a, weight) - fn(lo, wp) - fn(hi, wn), (x, low, high), r)
