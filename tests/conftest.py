@@ -75,6 +75,18 @@ def golden_model(golden):
     return model.eval()
 
 
+def randomise_batchnorm(model: nn.Module, generator: torch.Generator) -> nn.Module:
+    """Non-trivial BatchNorm statistics and affine parameters, drawn from ``generator`` (in place)."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.2, generator=generator)
+                m.running_var.uniform_(0.5, 2.0, generator=generator)
+                m.weight.uniform_(0.5, 1.5, generator=generator)
+                m.bias.normal_(0, 0.1, generator=generator)
+    return model
+
+
 @pytest.fixture(scope="session")
 def random_vgg16_bn():
     """torchvision VGG16-BN with seeded random weights and non-trivial BatchNorm statistics, in eval mode."""

@@ -16,7 +16,7 @@ from fgcam.graph import ChainError, explaining, record, resolve_leaf
 from fgcam.propagation import image_bounds, propagate
 from fgcam.rules import AddShare, Context, Crop, ZPlus, dropped_relevance
 
-from conftest import require
+from conftest import randomise_batchnorm, require
 
 REAL = zoo.REAL_MODELS_DIR
 
@@ -32,14 +32,7 @@ def resnet18():
     """Random ResNet-18 in float64 with non-trivial BatchNorm statistics (as conftest's VGG16-BN)."""
     torch.manual_seed(0)
     model = torchvision.models.resnet18(weights=None)
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.2, generator=g)
-                m.running_var.uniform_(0.5, 2.0, generator=g)
-                m.weight.uniform_(0.5, 1.5, generator=g)
-                m.bias.normal_(0, 0.1, generator=g)
+    randomise_batchnorm(model, torch.Generator().manual_seed(0))
     return model.double().eval()
 
 

@@ -24,6 +24,7 @@ from fgcam import metrics as M
 from fgcam.lrp import output_relevance
 from fgcam.propagation import box_bounds
 
+from conftest import randomise_batchnorm
 from test_experiments import TinySource, tiny_model
 
 
@@ -364,14 +365,7 @@ def bottleneck_resnet():
     from torchvision.models.resnet import Bottleneck, ResNet
     torch.manual_seed(20)
     model = ResNet(Bottleneck, [1, 1, 1, 1], num_classes=10, width_per_group=16)
-    g = torch.Generator().manual_seed(21)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.2, generator=g)
-                m.running_var.uniform_(0.5, 2.0, generator=g)
-                m.weight.uniform_(0.5, 1.5, generator=g)
-                m.bias.normal_(0, 0.1, generator=g)
+    randomise_batchnorm(model, torch.Generator().manual_seed(21))
     return model.double().eval()
 
 
