@@ -18,7 +18,6 @@ from fgcam.graph import explaining, record
 from fgcam.lrp import dual_coefficients
 from fgcam.propagation import image_bounds, propagate
 
-from conftest import require
 
 REAL = zoo.real_models_folder() or zoo.REAL_MODELS_DIR  # bundled with the package
 ROOT = Path(__file__).resolve().parents[1]
@@ -144,28 +143,3 @@ def test_real_mobilenet_v1_contrast_linearity(contrast):
         dual = fgcam.Explainer(nn.Sequential(model, head), cam_layer="0.features.58", zero_denominator=zd).explain(
             x, "fg-grad-cam", "input", target=0)
         assert (ours - (own - dual)).abs().max() <= 1e-9 * own.abs().max(), (target, zd)
-
-
-def test_probe_contrast_puts_more_energy_in_the_explained_cell():
-    """tools/contrast_probe.py's 8 composites (seed 0): four ImageNet sample photos of distinct classes, each
-    classified correctly alone by the real MobileNet V1, in the cells of a 2x2 composite.  Both contrastive
-    FG-Grad-CAMs put a larger share of their positive energy in the explained class's cell than the paper's
-    FG-Grad-CAM, on every one of the 8 composites: that is what the probe measured (issue 13 asks whether the
-    CAM-level analogues of CLRP and SGLRP discriminate classes better), so the test pins the direction, not the
-    numbers (they are in the probe's output).  Why it holds is not established here."""
-    import importlib.util
-
-    photos = zoo.imagenet_samples_folder()
-    require(photos is not None and (photos / "synsets.txt").exists(),
-            f"this test needs the ImageNet sample photos: set {zoo.IMAGENET_SAMPLES_ENV} to their folder")
-    spec = importlib.util.spec_from_file_location("contrast_probe", ROOT / "tools" / "contrast_probe.py")
-    probe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(probe)
-    variants = [v for v in probe.VARIANTS if v[2] == "input" and v[1] == "fg-grad-cam" and not v[3]]
-    assert [v[4] for v in variants] == [None, "others", "softmax"]
-    result = probe.run(8, 0, photos, REAL, variants=variants, log=lambda s: None, conservation=False)
-    paper, others, softmax = ([r["cell_share"] for r in result["variants"][v[0]]] for v in variants)
-    print(probe.summary(result))
-    assert len(paper) == 8
-    assert all(o > p for o, p in zip(others, paper)), (paper, others)
-    assert all(s > p for s, p in zip(softmax, paper)), (paper, softmax)
