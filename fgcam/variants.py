@@ -49,7 +49,8 @@ from fgcam.explain import Explainer
 from fgcam.settings import Setting, protocol_for
 
 __all__ = ["Variant", "VARIANTS", "BASELINES", "LAYERS", "CASCADE_STEPS", "NON_INFERIORITY", "run", "rows",
-           "table", "compare", "verdicts"]
+           "table", "compare", "verdicts", "measure_composite", "measure_photo", "display_table",
+           "verdict_frame", "interval_bars"]
 
 
 @dataclass(frozen=True)
@@ -223,8 +224,9 @@ def _check_manifest(out: Path, manifest: dict) -> None:
 def run(model_name: str, images: str | Path | None, out: str | Path, n_photos: int, n_composites: int,
         n_cascade: int, seed: int = 0, log=print) -> dict:
     """Measure every variant on ``n_photos`` photos (``n_cascade`` of them also cascade-randomised) and
-    ``n_composites`` grid composites; resumable (items already in the store are skipped).  Items alternate
-    (photo ``i``, composite ``i``) so that a run stopped early leaves both parts of the same size."""
+    ``n_composites`` grid composites; resumable (items already in the store are skipped).  Items interleave
+    (photo ``i``, then its share of the composites, ``ceil(n_composites / n_photos)``) so that a run stopped early
+    leaves both parts in proportion."""
     from fgcam import real
 
     out = Path(out)
@@ -247,7 +249,8 @@ def run(model_name: str, images: str | Path | None, out: str | Path, n_photos: i
 
     t0, count = time.time(), 0
     path = out / "rows.jsonl"
-    for i in range(max(len(psource.ids), len(gsource.plan))):
+    per_photo = -(-len(gsource.plan) // max(1, len(psource.ids)))  # composites after each photo
+    for i in range(max(len(psource.ids), -(-len(gsource.plan) // max(1, per_photo)))):
         if i < len(psource.ids) and not done("photo", psource.ids[i], i < n_cascade):
             t = time.time()
             d = psource.load([i])
@@ -263,12 +266,12 @@ def run(model_name: str, images: str | Path | None, out: str | Path, n_photos: i
             _append(path, new)
             count += 1
             log(f"photo {i} {psource.ids[i]}: {time.time() - t:.0f} s")
-        if i < len(gsource.plan):
-            item = f"grid-s{seed}-{i:05d}"
+        for k in range(i * per_photo, min((i + 1) * per_photo, len(gsource.plan))):
+            item = f"grid-s{seed}-{k:05d}"
             if done("grid", item):
                 continue
             t = time.time()
-            d = gsource.load([4 * i + c for c in range(4)])
+            d = gsource.load([4 * k + c for c in range(4)])
             image, classes = d["images"][0], d["targets"].tolist()
             new = [{"part": "grid", "item": item, "variant": v, "layer": layer, "classes": classes,
                     "values": values}
@@ -277,7 +280,7 @@ def run(model_name: str, images: str | Path | None, out: str | Path, n_photos: i
                 r["item_seconds"] = round(time.time() - t, 1)
             _append(path, new)
             count += 1
-            log(f"composite {i}: {time.time() - t:.0f} s")
+            log(f"composite {k}: {time.time() - t:.0f} s")
     record = {"start": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)), "wall_s": round(time.time() - t0, 1),
               "items": count, "photos": len(psource.ids), "composites": len(gsource.plan), "cascade": n_cascade,
               "threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version(),
@@ -334,13 +337,20 @@ def verdicts(store_rows: list[dict], layer: str = "Input", n_resamples: int = st
     * variant X improves the grid pointing game: cell share minus the paper's > 0, and keeps the faithfulness:
       Over-all minus the paper's > ``-NON_INFERIORITY`` (both must hold);
     * variant X reaches CLRP's grid pointing game: cell share minus CLRP's > 0.
+
+    With fewer than :data:`fgcam.claims.MIN_IMAGES` items a claim is *inconclusive* (too few to decide).
     """
+    from fgcam.claims import MIN_IMAGES
+
     paper = VARIANTS[0].name
     out = []
 
+    def decide(interval, threshold):
+        return "inconclusive" if interval.n < MIN_IMAGES else stats.verdict(interval, threshold)
+
     def add(claim, variant, interval, threshold, rule):
         out.append({"claim": claim, "variant": variant, "interval": interval,
-                    "verdict": stats.verdict(interval, threshold), "rule": rule})
+                    "verdict": decide(interval, threshold), "rule": rule})
 
     share = _values(store_rows, "grid", paper, layer, "cell_share")
     if share:
@@ -360,12 +370,12 @@ def verdicts(store_rows: list[dict], layer: str = "Input", n_resamples: int = st
             continue
         pg = compare(store_rows, "grid", "cell_share", (v.name, layer), (paper, layer), n_resamples)
         row = {"claim": "improves the grid pointing game, keeps Over-all", "variant": v.name, "interval": pg,
-               "verdict": stats.verdict(pg, 0.0), "rule": f"cell share - paper's > 0 and Over-all - paper's > "
+               "verdict": decide(pg, 0.0), "rule": f"cell share - paper's > 0 and Over-all - paper's > "
                                                          f"-{NON_INFERIORITY}"}
         if _values(store_rows, "photo", v.name, layer, "overall"):
             ov = compare(store_rows, "photo", "overall", (v.name, layer), (paper, layer), n_resamples)
             row["overall_interval"] = ov
-            both = (row["verdict"], stats.verdict(ov, -NON_INFERIORITY))
+            both = (row["verdict"], decide(ov, -NON_INFERIORITY))
             row["verdict"] = ("holds" if both == ("holds", "holds") else
                               "does not hold" if "does not hold" in both else "inconclusive")
         else:
@@ -376,6 +386,50 @@ def verdicts(store_rows: list[dict], layer: str = "Input", n_resamples: int = st
                 compare(store_rows, "grid", "cell_share", (v.name, layer), ("CLRP", layer), n_resamples), 0.0,
                 "cell share - CLRP's > 0")
     return out
+
+
+# -- presentation (the chapter "Making FG-CAM conserve and discriminate") ---------------------------------------
+
+def _fmt(iv) -> str:
+    return "" if iv is None else f"{iv.estimate:.3f} [{iv.low:.3f}, {iv.high:.3f}]"
+
+
+def display_table(store_rows: list[dict], part: str, measures=None, n_resamples: int = stats.N_RESAMPLES):
+    """:func:`table` with each interval written ``mean [low, high]``, indexed by (variant, layer)."""
+    t = table(store_rows, part, measures, n_resamples)
+    return t.set_index(["variant", "layer"]).map(_fmt)
+
+
+def verdict_frame(results: list[dict]):
+    """:func:`verdicts` as a DataFrame: claim, variant, verdict, the deciding interval(s) and the rule."""
+    import pandas as pd
+
+    return pd.DataFrame([{"claim": r["claim"], "variant": r["variant"], "verdict": r["verdict"],
+                          "interval": _fmt(r["interval"]),
+                          "Over-all interval": _fmt(r.get("overall_interval")), "rule": r["rule"]}
+                         for r in results]).set_index(["claim", "variant"])
+
+
+def interval_bars(ax, store_rows: list[dict], part: str, measure: str, keys, chance: float | None = None,
+                  title: str | None = None, n_resamples: int = stats.N_RESAMPLES) -> None:
+    """Horizontal error bars: the mean of ``measure`` with its 95 % interval for each ``(variant, layer)`` of
+    ``keys`` (missing ones left out); a dashed line at ``chance``."""
+    labels, ivs = [], []
+    for variant, layer in keys:
+        vals = list(_values(store_rows, part, variant, layer, measure).values())
+        if vals:
+            labels.append(f"{variant} @ {layer}")
+            ivs.append(stats.bootstrap_ci(vals, n_resamples=n_resamples))
+    y = np.arange(len(ivs))[::-1]
+    est = np.array([i.estimate for i in ivs])
+    err = np.array([[i.estimate - i.low for i in ivs], [i.high - i.estimate for i in ivs]])
+    ax.errorbar(est, y, xerr=err, fmt="o", capsize=3, label=f"mean, 95 % interval (n = {ivs[0].n if ivs else 0})")
+    if chance is not None:
+        ax.axvline(chance, ls="--", c="grey", label="chance")
+    ax.set_yticks(y, labels, fontsize=8)
+    ax.set_xlabel(measure)
+    ax.set_title(title or measure)
+    ax.legend(fontsize=7, loc="best")
 
 
 def main(argv=None) -> int:

@@ -147,3 +147,9 @@ def test_eight_composites_measured_directions(eight_composites):
     assert mean(softmax, "rank_corr") < mean(paper, "rank_corr")
     assert mean(paper, "reached") < 0.1
     assert min(c[(flat, "Input")]["reached"] for c in eight_composites) > 1 - 1e-6
+
+
+def test_too_few_items_are_inconclusive():
+    rows = _store(5, {"FG-Grad-CAM": 0.55, "Grad-CAM": 0.9, "FG-Grad-CAM softmax": 0.95},
+                  {"FG-Grad-CAM": 0.2, "FG-Grad-CAM softmax": 0.3})
+    assert {r["verdict"] for r in V.verdicts(rows, n_resamples=200)} == {"inconclusive"}
