@@ -319,6 +319,9 @@ def _gather_all(rows, tables: set[str]) -> dict[str, tuple[dict, dict]]:
                 d[r["image_id"]] = float(v)
             else:
                 point[cell] = float(v)
+    for _, per in out.values():  # a grid composite's four cells are one resampling unit
+        for cell in per:
+            per[cell] = stats.cluster_means(per[cell])
     return out
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from dataclasses import dataclass
 from typing import Callable, NamedTuple, Sequence
 
@@ -35,7 +36,7 @@ import numpy as np
 
 __all__ = ["Interval", "resample_counts", "bootstrap_means", "bootstrap_ci", "paired_bootstrap", "percentile",
            "sup_t_band", "verdict", "VERDICTS", "Saturation", "SATURATION_RULES", "SATURATED_SHARE", "saturation",
-           "separable",
+           "separable", "cluster_id", "cluster_means",
            "N_RESAMPLES", "LEVEL", "SEED"]
 
 #: Defaults of every interval in the book.
@@ -86,6 +87,28 @@ def _as_2d(values, name="values") -> np.ndarray:
         bad = np.argwhere(~np.isfinite(x))[0]
         raise ValueError(f"{name} holds a non-finite value at image {bad[0]}, column {bad[1] if x.shape[1] > 1 else 0}")
     return x
+
+
+_GRID_CELL = re.compile(r"^(grid-s\d+-\d+)-c\d+$")
+
+
+def cluster_id(image_id: str) -> str:
+    """The resampling unit of an item.  The four cells of a grid composite (ids ``grid-s{seed}-{k}-c{c}``,
+    :class:`fgcam.real.GridSource`) share one image, so they are not independent draws: they form one unit,
+    ``grid-s{seed}-{k}`` (a cluster bootstrap, Davison & Hinkley 1997, *Bootstrap Methods and their Application*,
+    sec. 3.8).  Every other id is its own unit."""
+    m = _GRID_CELL.match(image_id)
+    return m.group(1) if m else image_id
+
+
+def cluster_means(values: dict[str, float]) -> dict[str, float]:
+    """``{image_id: value}`` -> ``{unit: mean of its values}`` (:func:`cluster_id`), in first-seen order.  With equal
+    cluster sizes the mean over units equals the mean over items, and resampling units keeps the cells of a
+    composite together."""
+    sums: dict[str, list[float]] = {}
+    for k, v in values.items():
+        sums.setdefault(cluster_id(k), []).append(float(v))
+    return {k: math.fsum(v) / len(v) for k, v in sums.items()}
 
 
 def resample_counts(n: int, n_resamples: int = N_RESAMPLES, seed: int = SEED) -> np.ndarray:

@@ -28,7 +28,9 @@ def cells(rows: Iterable[dict], n_resamples: int = stats.N_RESAMPLES, seed: int 
     ``saturated`` (that share >= :data:`fgcam.stats.SATURATED_SHARE`). In the order the rows came.
 
     ``rows``: store rows (``image_id``, ``values``: several per-image values per row) or long per-image rows
-    (``image_id``, ``metric``, ``value``). A cell's images are the rows' ``image_id`` values (each once).
+    (``image_id``, ``metric``, ``value``). A cell's images are the rows' ``image_id`` values (each once); the cells
+    of a grid composite are averaged into one resampling unit (:func:`fgcam.stats.cluster_means`), so
+    ``n_images`` counts composites there.
     """
     groups: dict[tuple, dict[str, float]] = {}
     profile: dict[tuple, str] = {}
@@ -46,6 +48,7 @@ def cells(rows: Iterable[dict], n_resamples: int = stats.N_RESAMPLES, seed: int 
                 raise ValueError(f"cell {k}: image {r['image_id']} has two different values")
             d[r["image_id"]] = float(v)
             profile.setdefault(k, r.get("profile"))
+    groups = {k: stats.cluster_means(d) for k, d in groups.items()}  # a grid composite's cells: one unit
     # cells with the same image set share one count matrix and one matrix product
     by_images: dict[tuple, list[tuple]] = {}
     for k, d in groups.items():

@@ -162,3 +162,20 @@ def test_cells_are_fast():
 def test_cells_reject_rows_without_images():
     with pytest.raises(ValueError, match="no image_id"):
         tables.cells([{"table": 1, "layer": "L", "metric": "overall", "method": "m", "value": 0.1}])
+
+
+def test_grid_cells_of_one_composite_are_one_resampling_unit():
+    from fgcam import tables
+
+    assert stats.cluster_id("grid-s0-00012-c3") == "grid-s0-00012"
+    assert stats.cluster_id("n01440764_tench") == "n01440764_tench"
+    assert stats.cluster_id("grid-s0-00012") == "grid-s0-00012"
+    values = {f"grid-s0-{k:05d}-c{c}": float(k) for k in range(3) for c in range(4)}
+    assert stats.cluster_means(values) == {"grid-s0-00000": 0.0, "grid-s0-00001": 1.0, "grid-s0-00002": 2.0}
+    # four identical cells per composite: the interval is that of 3 composites, not of 12 independent cells
+    rows = [{"image_id": i, "table": 6, "layer": "Input", "metric": "pointing", "method": "X", "value": v}
+            for i, v in values.items()]
+    cell = tables.cells(rows, n_resamples=2000)[0]
+    assert cell["n_images"] == 3
+    three = stats.bootstrap_ci([0.0, 1.0, 2.0], n_resamples=2000)
+    assert (cell["ci_low"], cell["ci_high"]) == pytest.approx((three.low, three.high))
