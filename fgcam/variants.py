@@ -50,7 +50,7 @@ from fgcam.settings import Setting, protocol_for
 
 __all__ = ["Variant", "VARIANTS", "BASELINES", "LAYERS", "CASCADE_STEPS", "NON_INFERIORITY", "run", "rows",
            "table", "compare", "verdicts", "measure_composite", "measure_photo", "display_table",
-           "verdict_frame", "interval_bars"]
+           "verdict_frame", "interval_bars", "describe"]
 
 
 @dataclass(frozen=True)
@@ -388,6 +388,23 @@ def verdicts(store_rows: list[dict], layer: str = "Input", n_resamples: int = st
     return out
 
 
+def describe(out: str | Path) -> dict:
+    """What a store holds: items per part, rows, and the seconds its items took (``item_seconds``, summed once per
+    item; rows of runs that predate the field count as unknown)."""
+    rs = rows(out)
+    items: dict[tuple[str, str], float | None] = {}
+    for r in rs:
+        part = "grid" if r["part"] == "grid" else "photo"
+        items.setdefault((part, r["item"]), r.get("item_seconds"))
+    count = {p: sum(1 for k in items if k[0] == p) for p in ("photo", "grid")}
+    cascade = len({r["item"] for r in rs if r["part"] == "cascade"})
+    known = {p: [v for k, v in items.items() if k[0] == p and v is not None] for p in ("photo", "grid")}
+    return {"store": str(out), "rows": len(rs), "photos": count["photo"], "photos with cascade": cascade,
+            "composites": count["grid"],
+            **{f"{p} seconds (mean over {len(v)} timed items)": round(float(np.mean(v)), 1) if v else None
+               for p, v in known.items()}}
+
+
 # -- presentation (the chapter "Making FG-CAM conserve and discriminate") ---------------------------------------
 
 def _fmt(iv) -> str:
@@ -437,12 +454,16 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default="mobilenet_v1_0.75_192")
     ap.add_argument("--images", help="folder of ImageNet photos (default $FGCAM_IMAGENET_SAMPLES)")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--describe", action="store_true", help="print what the store at --out holds, run nothing")
     ap.add_argument("--photos", type=int, default=48)
     ap.add_argument("--composites", type=int, default=100)
     ap.add_argument("--cascade", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args(argv)
+    if args.describe:
+        print(json.dumps(describe(args.out), indent=1))
+        return 0
     if args.threads:
         torch.set_num_threads(args.threads)
     rec = run(args.model, args.images, args.out, args.photos, args.composites, args.cascade, args.seed,

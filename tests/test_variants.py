@@ -153,3 +153,14 @@ def test_too_few_items_are_inconclusive():
     rows = _store(5, {"FG-Grad-CAM": 0.55, "Grad-CAM": 0.9, "FG-Grad-CAM softmax": 0.95},
                   {"FG-Grad-CAM": 0.2, "FG-Grad-CAM softmax": 0.3})
     assert {r["verdict"] for r in V.verdicts(rows, n_resamples=200)} == {"inconclusive"}
+
+
+def test_describe_counts_items_once(tmp_path):
+    V._append(tmp_path / "rows.jsonl", [
+        {**_row("grid", "g0", "A", "Input", cell_share=0.5), "item_seconds": 10.0},
+        {**_row("grid", "g0", "B", "Input", cell_share=0.5), "item_seconds": 10.0},
+        {**_row("photo", "p0", "A", "Input", overall=0.1), "item_seconds": 30.0},
+        {**_row("cascade", "p0", "A", "Input", cascade_final=0.1), "item_seconds": 30.0}])
+    d = V.describe(tmp_path)
+    assert (d["rows"], d["photos"], d["photos with cascade"], d["composites"]) == (4, 1, 1, 1)
+    assert d["grid seconds (mean over 1 timed items)"] == 10.0
