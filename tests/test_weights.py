@@ -127,3 +127,19 @@ def test_weights_are_frozen(golden, golden_model):
     with pytest.raises(AttributeError):
         w.alpha = w.alpha * 2
     assert "ChannelWeights('grad-cam' at 'features.43', (1, 32)" in repr(w)
+
+
+def test_claims_share_the_score_cam_weights(golden, golden_model, masked_calls):
+    """claims.denoise_rows explains FG-Score-CAM and FG-Score-CAMD with one Score-CAM weighting, the same values."""
+    from fgcam import claims
+    from fgcam.metrics import mask_energy
+
+    x = _batch(golden, n=2)
+    masks = torch.zeros(2, 64, 64, dtype=torch.bool)
+    masks[:, 8:40, 16:48] = True
+    rows = claims.denoise_rows(golden_model, x, masks)
+    assert masked_calls == [2]
+    got = {(r["method"], r["image_id"]): r["value"] for r in rows}
+    for name, denoise in (("FG-Score-CAM", False), ("FG-Score-CAMD", True)):
+        e = mask_energy(fgcam.explain(golden_model, x, "fg-score-cam", "input", denoise=denoise), masks)
+        assert [got[name, str(i)] for i in range(2)] == e.double().tolist()
