@@ -3,9 +3,10 @@
 >>> import fgcam
 >>> maps = fgcam.explain(model, images, "fg-grad-cam", "features.13")   # [B, 56, 56] for VGG16-BN at 224 px
 """
-from .explain import METHODS, Explainer, default_cam_layer, explain
+from .explain import METHODS, ChannelWeights, Explainer, default_cam_layer, explain
 from .graph import leaf_names
 from . import data, models  # noqa: E402  (fgcam.data.make_shapes, fgcam.models.load)
 
 __version__ = "0.1.0"
-__all__ = ["data", "models", "METHODS", "Explainer", "default_cam_layer", "explain", "leaf_names", "__version__"]
+__all__ = ["data", "models", "METHODS", "ChannelWeights", "Explainer", "default_cam_layer", "explain", "leaf_names",
+           "__version__"]

@@ -556,21 +556,30 @@ def figure4_images(model, profile, n: int) -> dict:
             "names": [f"class {int(t)}" for t in target]}
 
 
-def _explain(model, images, name, layer, target, explainer=None):
+def _explain(model, images, name, layer, target, explainer=None, shared: dict | None = None):
+    """The map of the paper's method ``name`` at ``layer``.  With ``shared`` (a dict kept by the caller for one set
+    of images), FG-Score-CAM(D) computes its Score-CAM weights once per target (``shared[target]``) and reuses them
+    (:meth:`fgcam.Explainer.weights`; the same maps)."""
+    import torch
     from fgcam.experiments import PAPER_METHODS
 
     method, denoise = PAPER_METHODS[name]
     fn = explainer if explainer is not None else __import__("fgcam").Explainer(model)
-    return fn(images, method, PAPER_LAYER_MODULES.get(layer, layer), target=target, denoise=denoise)
+    weights = None
+    if shared is not None and method == "fg-score-cam":
+        key = None if target is None else tuple(torch.as_tensor(target).reshape(-1).tolist())
+        if key not in shared:
+            shared[key] = fn.weights(images, method, target=target)
+        weights = shared[key]
+    return fn(images, method, PAPER_LAYER_MODULES.get(layer, layer), target=target, denoise=denoise, weights=weights)
 
 
 def figure1_maps(model, images, target, explainer=None) -> dict:
     """``{(method, layer): maps}`` for claim F1-shallow: :data:`FIGURE1_METHODS` at Layer33 and Layer13."""
-    from fgcam.experiments import score_cam_cache
-
-    with score_cam_cache({}):
-        return {(m, la): _explain(model, images, m, la, target, explainer) for m in FIGURE1_METHODS
-                for la in ("Layer33", "Layer13")}
+    explainer = explainer if explainer is not None else __import__("fgcam").Explainer(model)
+    shared: dict = {}
+    return {(m, la): _explain(model, images, m, la, target, explainer, shared) for m in FIGURE1_METHODS
+            for la in ("Layer33", "Layer13")}
 
 
 def _rows(table, values: dict, n: int) -> list[dict]:
@@ -597,14 +606,12 @@ def figure1_rows(maps: dict, masks) -> list[dict]:
 def figure3_maps(model, images, target_a, target_b, explainer=None) -> dict:
     """``{(method, layer, "A"/"B"): maps}`` for claim F3-discriminative: :data:`FIGURE3_METHODS` at the hidden
     layers (the FG methods also at the input), explained for class A and for class B."""
-    from fgcam.experiments import score_cam_cache
-
-    out = {}
-    with score_cam_cache({}):
-        for m in FIGURE3_METHODS:
-            for la in HIDDEN + (("Input",) if m in FG_PLAIN else ()):
-                for cls, t in (("A", target_a), ("B", target_b)):
-                    out[m, la, cls] = _explain(model, images, m, la, t, explainer)
+    explainer = explainer if explainer is not None else __import__("fgcam").Explainer(model)
+    out, shared = {}, {}
+    for m in FIGURE3_METHODS:
+        for la in HIDDEN + (("Input",) if m in FG_PLAIN else ()):
+            for cls, t in (("A", target_a), ("B", target_b)):
+                out[m, la, cls] = _explain(model, images, m, la, t, explainer, shared)
     return out
 
 
@@ -665,12 +672,13 @@ def figure4_rows(measures: dict) -> list[dict]:
 def denoise_rows(model, images, masks, target=None, explainer=None) -> list[dict]:
     """Per-image rows of claim F4-denoise: mask energy at the input of FG-Grad-CAM(D) and FG-Score-CAM(D) (rows
     of table ``"F1"``, like :func:`figure1_rows`: the same images and metric)."""
-    from fgcam.experiments import score_cam_cache
     from fgcam.metrics import mask_energy
 
-    with score_cam_cache({}):
-        vals = {(m, "Input", "mask_energy"): mask_energy(_explain(model, images, m, "Input", target, explainer), masks)
-                for m in ("FG-Grad-CAM", "FG-Grad-CAMD", "FG-Score-CAM", "FG-Score-CAMD")}
+    explainer = explainer if explainer is not None else __import__("fgcam").Explainer(model)
+    shared: dict = {}
+    vals = {(m, "Input", "mask_energy"): mask_energy(_explain(model, images, m, "Input", target, explainer, shared),
+                                                     masks)
+            for m in ("FG-Grad-CAM", "FG-Grad-CAMD", "FG-Score-CAM", "FG-Score-CAMD")}
     return _rows("F1", vals, len(masks))
 
 

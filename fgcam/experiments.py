@@ -29,7 +29,7 @@ names, so ``from fgcam import experiments as E`` gives the whole pipeline.
 """
 from __future__ import annotations
 
-from fgcam.runner import EvalConfig, evaluate, score_cam_cache
+from fgcam.runner import EvalConfig, evaluate
 from fgcam.settings import (HIDDEN_GRID, INPUT_GRID, METRIC_VALUES, METRICS, PAPER_LAYERS, PAPER_METHOD_NAMES,  # noqa: F401
                             PAPER_METHODS, POINTING_PROTOCOL, Setting, UsageError, _KIND, default_grid, make_grid,
                             protocol_for, resolve_layer, resolve_method, table_for)
@@ -39,7 +39,7 @@ from fgcam.summaries import published_rows, summarize
 
 __all__ = [
     "PAPER_LAYERS", "PAPER_METHODS", "PAPER_METHOD_NAMES", "POINTING_PROTOCOL", "HIDDEN_GRID", "INPUT_GRID", "METRICS", "METRIC_VALUES", "Setting",
-    "UsageError", "score_cam_cache", "resolve_method", "resolve_layer", "default_grid", "make_grid",
+    "UsageError", "resolve_method", "resolve_layer", "default_grid", "make_grid",
     "table_for", "protocol_for", "ShapesSource", "ImageNetSource", "EvalConfig", "evaluate", "read_rows",
     "merge_store", "summarize", "published_rows", "model_fingerprint",
 ]

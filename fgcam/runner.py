@@ -6,7 +6,8 @@ Work is split into *units*: batch ``b`` of images (a fixed, global partition of 
 number of processes, K processes give the same rows as one (with the same ``batch_size``: a batch's images go
 through the model together, so another batch size may change the last digits).
 
-Speed: FG-Score-CAM(D) at every layer share one Score-CAM weighting per batch (:func:`score_cam_cache`), and on
+Speed: FG-Score-CAM(D) at every layer share one Score-CAM weighting per batch (:meth:`fgcam.Explainer.weights`,
+passed as ``weights=``), and on
 the CPU the metrics' forward passes use a channels-last copy of the model (about 1.5-2x faster; the explanations
 use the model as given).
 """
@@ -30,14 +31,14 @@ from torch import nn
 
 import fgcam
 from fgcam import metrics as M
-from fgcam.explain import Explainer
+from fgcam.explain import METHODS, ChannelWeights, Explainer
 from fgcam.settings import (METRICS, POINTING_PROTOCOL, Setting, UsageError, _KIND, _check_metrics, make_grid,
                             protocol_for, table_for)
 from fgcam.sources import ImageNetSource, ShapesSource
 from fgcam.store import (_STORE_VERSION, _check_manifest, _clean_tmp, _command_line, _log_run, _write_shard,
                          merge_store, model_fingerprint, read_rows)
 
-__all__ = ["EvalConfig", "evaluate", "score_cam_cache"]
+__all__ = ["EvalConfig", "evaluate"]
 
 
 
@@ -263,9 +264,7 @@ def _evaluate(config, metrics, grid, device, world, model, source, t0) -> dict:
     per_unit = {b: len(range(b * bs, min((b + 1) * bs, len(source.ids)))) / len(grid) for b in my_batches}
     bar = _progress(my_images, sum(per_unit[b] * (len(grid) - len(ss)) for b, ss in work), quiet)
     computed = rows_written = 0
-    cache: dict = {}
     with contextlib.ExitStack() as stack:
-        stack.enter_context(score_cam_cache(cache))
         if bar is not None:
             stack.callback(bar.close)
         for b, settings in work:
@@ -275,7 +274,7 @@ def _evaluate(config, metrics, grid, device, world, model, source, t0) -> dict:
                 break
             positions = list(range(b * bs, min((b + 1) * bs, len(source.ids))))
             batch = source.load(positions)
-            cache.clear()
+            shared: dict = {}  # this batch's channel weights shared by its settings (_shared_weights)
             images = batch["images"].to(device)
             with torch.no_grad():
                 prediction = model(images).argmax(1)
@@ -290,7 +289,7 @@ def _evaluate(config, metrics, grid, device, world, model, source, t0) -> dict:
                 if bar is not None:
                     bar.set_postfix_str(f"{s.name} @ {s.layer}", refresh=False)
                 rows = _run_unit(metric_model, explainer, s, todo(b, s), positions, batch, images, targets, labels,
-                                 prediction, source, config, common)
+                                 prediction, source, config, common, shared)
                 keys = sorted(r["key"] for r in rows)
                 digest = hashlib.sha1("\n".join(keys).encode()).hexdigest()[:12]
                 _write_shard(out, f"b{b:06d}-{s.slug.replace('@', '-at-')}-{digest}", rows)
@@ -361,40 +360,22 @@ def _speed(wall: float, forward: float, images_through_grid: float, processes: i
             "forward_share": round(forward / (wall * processes), 4) if wall > 0 else None}
 
 
-@contextlib.contextmanager
-def score_cam_cache(cache: dict):
-    """Memoise ``fgcam.components.score_cam_weights`` while a batch is processed.
+def _shared_weights(explainer: Explainer, s: Setting, shared: dict, images, targets, wanted) -> ChannelWeights | None:
+    """The Score-CAM weights of an FG-Score-CAM(D) setting, computed once per batch and set of images.
 
     FG-Score-CAM and FG-Score-CAMD at every layer need the same Score-CAM weights at the CAM layer (C masked
-    forward passes per image, the most expensive step of the grid): the weights depend only on the model, the
-    images, the CAM layer's activations and the target, so they are computed once per batch (``cache`` is
-    cleared by the caller for each batch). The function is restored on exit.
+    forward passes per image, the most expensive step of the grid): they depend on the model, the images and the
+    target only, so the first such setting of a batch computes them (:meth:`fgcam.Explainer.weights`) and the others
+    pass them as ``weights=`` (the same maps, bit for bit).  ``shared`` is the batch's store; None for the other
+    methods (whose weights cost one backward pass, or which have none).
     """
-    from fgcam import components as comp
-
-    original = getattr(comp, "score_cam_weights", None)
-    if original is None:
-        yield
-        return
-
-    def digest(t) -> str:
-        if not isinstance(t, torch.Tensor):
-            return repr(t)
-        t = t.detach().cpu().contiguous()
-        return hashlib.sha1(f"{t.dtype}{tuple(t.shape)}".encode() + t.reshape(-1).view(torch.uint8).numpy()
-                            .tobytes()).hexdigest()
-
-    def cached(model, images, A, target, *args, **kwargs):
-        key = (id(model), digest(images), digest(A), digest(target), repr(args), repr(sorted(kwargs.items())))
-        if key not in cache:
-            cache[key] = original(model, images, A, target, *args, **kwargs)
-        return cache[key].clone()
-
-    comp.score_cam_weights = cached
-    try:
-        yield
-    finally:
-        comp.score_cam_weights = original
+    m = METHODS[s.method]
+    if m.family != "fg" or m.base != "score-cam":
+        return None
+    key = (m.base, tuple(wanted))  # a resumed batch may explain a subset of its images for some settings
+    if key not in shared:
+        shared[key] = explainer.weights(images, s.method, target=targets)
+    return shared[key]
 
 
 def _progress(total: float, initial: float, quiet: bool):
@@ -408,13 +389,15 @@ def _progress(total: float, initial: float, quiet: bool):
 
 
 def _run_unit(metric_model, explainer, s: Setting, need: dict, positions, batch, images, targets, labels, prediction,
-              source, config, common) -> list[dict]:
+              source, config, common, shared: dict | None = None) -> list[dict]:
     """One explain call for the images of the batch that still need something, then the metrics (whose forward
     passes use ``metric_model``: the model itself or its channels-last copy)."""
     wanted = sorted({p for ps in need.values() for p in ps})
     local = {p: i for i, p in enumerate(positions)}
     idx = torch.as_tensor([local[p] for p in wanted], device=images.device)
-    maps = explainer.explain(images[idx], s.method, s.module, target=targets[idx], denoise=s.denoise).detach()
+    weights = None if shared is None else _shared_weights(explainer, s, shared, images[idx], targets[idx], wanted)
+    maps = explainer.explain(images[idx], s.method, s.module, target=targets[idx], denoise=s.denoise,
+                             weights=weights).detach()
     sub = {p: i for i, p in enumerate(wanted)}
     rows = []
     for metric, ps in need.items():

@@ -318,28 +318,29 @@ def test_one_run_per_store_at_a_time(tmp_path):
     assert len(runs) == 1 and runs[0]["units"] == 1 and runs[0]["total_rows"] == 2 and runs[0]["seconds"] >= 0
 
 
-def test_score_cam_cache_gives_identical_maps():
-    import fgcam
+def test_score_cam_weights_once_per_batch(tmp_path, monkeypatch):
+    """FG-Score-CAM and FG-Score-CAMD at two layers: Score-CAM's masked forward passes run once per batch (2 batches),
+    and the rows are those of runs that explain each setting alone (computing the weights in the call)."""
     from fgcam import components as comp
 
-    model, x = tiny_model(), TinySource(3).load([0, 1, 2])["images"]
-    plain = [fgcam.explain(model, x, "fg-score-cam", layer, denoise=d) for layer in ("input", "features.13")
-             for d in (False, True)]
-    calls, original = [], comp.score_cam_weights
+    calls, original = [], comp._masked_probabilities
 
-    def counting(*a, **k):
-        calls.append(1)
-        return original(*a, **k)
+    def counting(model, images, A, batch_size):
+        calls.append(images.shape[0])
+        yield from original(model, images, A, batch_size)
 
-    comp.score_cam_weights = counting
-    try:
-        with E.score_cam_cache({}):
-            cached = [fgcam.explain(model, x, "fg-score-cam", layer, denoise=d) for layer in ("input", "features.13")
-                      for d in (False, True)]
-    finally:
-        comp.score_cam_weights = original
-    assert len(calls) == 1
-    assert all(torch.equal(a, b) for a, b in zip(plain, cached))
+    monkeypatch.setattr(comp, "_masked_probabilities", counting)
+    grid = dict(methods=["FG-Score-CAM", "FG-Score-CAMD"], layers=["Layer13", "Input"], metrics=["adai"])
+    result = run_inproc(tmp_path / "grid", n=4, batch_size=2, **grid)
+    assert result["units"] == 4 * 2 and calls == [2, 2]
+    alone = []
+    for method in grid["methods"]:
+        for layer in grid["layers"]:
+            run_inproc(tmp_path / f"{method}-{layer}", n=4, batch_size=2, methods=[method], layers=[layer],
+                       metrics=["adai"])
+            alone += E.read_rows(tmp_path / f"{method}-{layer}")
+    assert len(calls) == 2 + 4 * 2
+    assert_same_rows(E.read_rows(tmp_path / "grid"), alone, tol=0)
 
 
 # ------------------------------------------------------------------------------------------------ real processes

@@ -220,6 +220,11 @@ MUTANTS: list[Mutant] = [
            'vals = {"insertion": r["insertion"], "deletion": r["deletion"], "overall": r["overall"]}',
            'vals = {"insertion": r["deletion"], "deletion": r["insertion"], "overall": r["overall"]}',
            (H + "test_evaluate_rows_are_the_metrics_of_their_own_image",), "values stored under each other's name"),
+    Mutant("runner-score-cam-weights-per-unit", "runner", "fgcam/runner.py",
+           "    if key not in shared:\n        shared[key] = explainer.weights(",
+           "    if True:\n        shared[key] = explainer.weights(",
+           ("tests/test_experiments.py::test_score_cam_weights_once_per_batch",),
+           "Score-CAM weights computed again for every FG-Score-CAM setting of a batch"),
     # ----------------------------------------------------------------------------------------------------- sources
     Mutant("shapes-source-offset-ignored", "sources", "fgcam/sources.py",
            "d = self._data.make_shapes(hi - lo, self.seed, raw=False, offset=lo)",
@@ -285,6 +290,10 @@ MUTANTS: list[Mutant] = [
            "                output = output.contiguous()", "                pass",
            (H + "test_channels_last_inputs_and_models_give_the_same_maps",),
            "a channels-last leaf output breaks the recorded chain at torch.flatten"),
+    Mutant("weights-of-other-images-accepted", "explain", "fgcam/explain.py",
+           "        if _sha1(images) != self.images_sha1:", "        if False:",
+           ("tests/test_weights.py::test_weights_that_do_not_belong_to_the_call_are_refused",),
+           "weights= of other images (same target) used silently"),
     # (Dropping only torch.enable_grad() there is an equivalent mutant: inference_mode(False) turns grad mode on.)
     Mutant("no-grad-respected", "explain", "fgcam/explain.py",
            "    with torch.inference_mode(False), torch.enable_grad():", "    with contextlib.nullcontext():",
