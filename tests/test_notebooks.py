@@ -181,7 +181,8 @@ def test_chapter_verdicts(chapter, kernel_env, executed_chapters, expected_verdi
     """Each verdict the chapter glues is ``fgcam.claims``'s for that claim and source, and each verdict it prints
     next to a claim id is one it glues for that claim."""
     shown = _shown(chapter, executed_chapters)
-    print(f"{chapter}: {len(shown.glued)} glued verdicts, {len(shown.printed)} printed next to a claim id")
+    print(f"{chapter}: {len(shown.glued)} glued verdicts, {len(shown.printed)} printed next to a claim id: "
+          + ", ".join(f"{name[len(book_verdicts.PREFIX):]}={v}" for _, _, v, name in shown.glued))
     found = book_verdicts.problems({chapter: shown}, expected_verdicts)
     assert not found, f"{chapter}: verdicts that disagree with fgcam.claims:\n  " + "\n  ".join(found)
 
