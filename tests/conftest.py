@@ -66,6 +66,13 @@ def require(available, reason: str):
     return available
 
 
+@pytest.fixture(scope="session")
+def executed_chapters():
+    """Chapter name -> what its first execution in this session shows (``book_verdicts.Scan``): the chapter tests
+    of ``tests/test_notebooks.py`` fill it, the verdict checks there read it, so no chapter is executed twice."""
+    return {}
+
+
 @pytest.fixture()
 def golden_model(golden):
     model = GoldenVGG()

@@ -10,6 +10,9 @@ the same fix, so what passes here passes in ``make book``:
 * every other chapter runs once (``FGCAM_NOTEBOOK_RUNS=3`` runs each 3 times, about 3x longer);
 * each run must finish without error within its budget (:data:`BUDGET_S`), and a cell over the per-cell timeout
   fails the run (``CellTimeoutError``) instead of waiting;
+* every verdict a chapter shows (glued or printed) is the one ``fgcam.claims`` computes for that claim and source,
+  and no claim and source shows two verdicts across the book (``tests/book_verdicts.py``; the chapters executed
+  above are read again, not executed twice);
 * a notebook of 100 cells printing into an ``ipywidgets.Output`` (nbclient answers each with a message on the shell
   channel) must run without one slow cell: without the fix about one cell in ten took the full timeout.
 
@@ -26,10 +29,13 @@ import nbformat
 import pytest
 import yaml
 
+from fgcam import claims
+
 ROOT = Path(__file__).resolve().parents[1]
 BOOK = ROOT / "book"
 sys.path.insert(0, str(BOOK / "_ext"))
 import shell_wakeup  # noqa: E402  (book/_ext: the fix make book loads as a Sphinx extension)
+import book_verdicts  # noqa: E402  (tests/: the scanner of the verdicts the chapters show)
 
 CONFIG = yaml.safe_load((BOOK / "_config.yml").read_text())
 TOC = yaml.safe_load((BOOK / "_toc.yml").read_text())
@@ -142,13 +148,53 @@ def test_a_slow_cell_is_an_error(tmp_path, kernel_env):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("chapter", CHAPTERS)
-def test_chapter_executes_within_budget(chapter, kernel_env):
+def test_chapter_executes_within_budget(chapter, kernel_env, executed_chapters):
     runs = RUNS.get(chapter, DEFAULT_RUNS)
     times = []
     for k in range(runs):
-        _, result = execute(BOOK / f"{chapter}.ipynb")
+        nb, result = execute(BOOK / f"{chapter}.ipynb")
         assert result.err is None, f"{chapter}, run {k + 1} of {runs}:\n{result.exc_string}"
+        executed_chapters.setdefault(chapter, book_verdicts.scan(chapter, nb))
         times.append(result.time)
         assert result.time <= BUDGET_S[chapter], (f"{chapter}, run {k + 1} of {runs}: {result.time:.0f} s > budget "
                                                   f"{BUDGET_S[chapter]} s")
     print(f"{chapter}: {', '.join(f'{t:.1f}' for t in times)} s")
+
+
+def _shown(chapter, executed_chapters) -> book_verdicts.Scan:
+    """The chapter's verdicts: from its execution by the test above, or from a new execution if that did not run."""
+    if chapter not in executed_chapters:
+        nb, result = execute(BOOK / f"{chapter}.ipynb")
+        assert result.err is None, f"{chapter}:\n{result.exc_string}"
+        executed_chapters[chapter] = book_verdicts.scan(chapter, nb)
+    return executed_chapters[chapter]
+
+
+@pytest.fixture(scope="module")
+def expected_verdicts():
+    """``fgcam.claims`` on the committed stores and the published numbers (computed once per source)."""
+    return book_verdicts.Expected()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_chapter_verdicts(chapter, kernel_env, executed_chapters, expected_verdicts):
+    """Each verdict the chapter glues is ``fgcam.claims``'s for that claim and source, and each verdict it prints
+    next to a claim id is one it glues for that claim."""
+    shown = _shown(chapter, executed_chapters)
+    print(f"{chapter}: {len(shown.glued)} glued verdicts, {len(shown.printed)} printed next to a claim id: "
+          + ", ".join(f"{name[len(book_verdicts.PREFIX):]}={v}" for _, _, v, name in shown.glued))
+    found = book_verdicts.problems({chapter: shown}, expected_verdicts)
+    assert not found, f"{chapter}: verdicts that disagree with fgcam.claims:\n  " + "\n  ".join(found)
+
+
+@pytest.mark.slow
+def test_verdicts_agree_across_the_book(kernel_env, executed_chapters, expected_verdicts):
+    """One claim on one source shows one verdict in the whole book (live figure claims included: every chapter
+    measures them with the same functions on the same images)."""
+    shown = {chapter: _shown(chapter, executed_chapters) for chapter in CHAPTERS}
+    found = book_verdicts.problems(shown, expected_verdicts)
+    assert not found, "verdicts that disagree across the book or with fgcam.claims:\n  " + "\n  ".join(found)
+    glued = {(cid, source) for s in shown.values() for cid, source, _, _ in s.glued}
+    # every claim of the paper is shown with a verdict somewhere (the audit glues them all)
+    assert {c.id for c in claims.ALL_CLAIMS} <= {cid for cid, _ in glued}
