@@ -11,7 +11,12 @@ once (``tests/test_report.py``) instead of copied into every notebook.
 * :func:`spread`, :func:`bootstrap_ci`: the spread of per-image values and a percentile bootstrap interval of
   their mean, for verdicts that must say "inconclusive" when a difference lies inside the noise;
 * :func:`png_data_uri`, :func:`static_explorer_html`: maps as small PNG data URIs and an HTML+JavaScript
-  widget that switches among them without a kernel (the static explorer page).
+  widget that switches among them without a kernel (the static explorer page);
+* :func:`layer_table`, :func:`side_by_side`, :func:`published_layout`, :func:`plot_layers`: a results store's
+  comparison rows (``fgcam.experiments.summarize(...)["comparison"]``) and the published rows
+  (``fgcam.experiments.published_rows()``) in the paper's layout of Tables 1-6, and plotted against the layer;
+* :func:`protocol_of`, :func:`verdict_details`, :func:`live_check`: the protocol a store recorded for a table, the
+  claims' verdicts as a table, and a small live run of the pipeline summarised as a table.
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ import torch
 
 __all__ = ["to_image", "heat", "table", "map_grid", "pipeline_figure", "spread", "bootstrap_ci",
            "compare_means", "png_data_uri", "decode_png_levels", "image_data_uri",
-           "static_explorer_html"]
+           "static_explorer_html", "METRIC_LABEL", "layer_table", "side_by_side", "published_layout",
+           "plot_layers", "protocol_of", "verdict_details", "live_check"]
 
 
 def to_image(img: torch.Tensor) -> torch.Tensor:
@@ -303,3 +309,124 @@ def static_explorer_html(controls: dict, images: dict, key_order: list, element_
             '<div class="fgcam-caption" style="font-size:0.85em"></div>'
             '<div class="fgcam-note" style="font-size:0.85em"></div>'
             f"<script>{script}</script></div>")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Tables 1-6 of the paper: methods x layers, ours next to the published values
+# ----------------------------------------------------------------------------------------------------------------
+
+#: Column labels of the paper's metrics.
+METRIC_LABEL = {"average_drop_pct": "AD (%)", "average_increase_pct": "AI (%)", "insertion": "Insertion",
+                "deletion": "Deletion", "overall": "Over-all", "energy_proportion": "Energy (box)",
+                "mask_energy": "Energy (mask)"}
+
+
+def _frame(rows):
+    import pandas as pd
+
+    return rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
+
+
+def layer_table(frame, table: int, metric: str, methods, layers, column: str = "value"):
+    """Methods x layers for one metric of one table: rows in the order of ``methods`` (those present), columns in
+    the order of ``layers`` (a missing cell is NaN).
+
+    ``frame``: long rows with ``table, metric, method, layer`` and ``column`` (a DataFrame or a list of dicts).
+    """
+    f = _frame(frame)
+    missing = {"table", "metric", "method", "layer", column} - set(f.columns)
+    if missing:
+        raise ValueError(f"layer_table needs the columns {sorted(missing)}; the rows have {sorted(f.columns)}")
+    f = f[(f["table"] == table) & (f["metric"] == metric)]
+    if f.empty:
+        raise ValueError(f"no rows for table {table}, metric {metric!r}")
+    t = f.pivot(index="method", columns="layer", values=column)
+    return t.reindex(index=[m for m in methods if m in t.index], columns=list(layers))
+
+
+def side_by_side(ours, published, table: int, metric: str, methods, layers):
+    """Ours, published and ours − published for each layer: one row per method (in the order of ``methods``
+    present in ``ours``), columns ``(layer, "ours" | "published" | "ours − published")``."""
+    import pandas as pd
+
+    o = layer_table(ours, table, metric, methods, layers)
+    p = layer_table(published, table, metric, methods, layers).reindex(index=o.index)
+    parts = {(la, kind): f[la] for la in layers
+             for kind, f in (("ours", o), ("published", p), ("ours − published", o - p))}
+    return pd.DataFrame(parts)
+
+
+def published_layout(published, table: int, metrics, methods, layers):
+    """The published table as printed: one row per method, one column ``"<layer> <metric label>"`` per layer and
+    metric (layers outer, metrics inner, as in the paper)."""
+    f = _frame(published)
+    f = f[f["table"] == table]
+    t = f.pivot(index="method", columns=["layer", "metric"], values="value")
+    t = t.reindex(index=list(methods), columns=[(la, m) for la in layers for m in metrics])
+    t.columns = [f"{la} {METRIC_LABEL.get(m, m)}" for la, m in t.columns]
+    return t
+
+
+def plot_layers(panels: dict, table: int, metric: str, methods, layers, xlabel: str = "layer"):
+    """One panel per entry of ``panels`` (``{title: long rows}``, e.g. ours and published): the metric against the
+    layer, one line per method (FG methods solid with circles, the others dashed with squares), each panel
+    with its own legend. Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    label = METRIC_LABEL.get(metric, metric)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.4), squeeze=False)
+    for ax, (who, frame) in zip(axes[0], panels.items()):
+        t = layer_table(frame, table, metric, methods, layers)
+        for method in t.index:
+            ax.plot(list(layers), t.loc[method].to_numpy(dtype=float), "o-" if method.startswith("FG") else "s--",
+                    ms=4, label=method)
+        ax.set_title(f"Table {table}, {label}: {who}", fontsize=9)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(label)
+        ax.legend(fontsize=6.5, ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def protocol_of(rows, table: int):
+    """``(name, settings)``: the one protocol that the store's ``rows`` recorded for ``table``; a clear error when
+    the table has no rows or several protocols."""
+    rows = [r for r in rows if r["table"] == table]
+    names = sorted({r["protocol"] for r in rows})
+    settings = {json.dumps(r["protocol_settings"], sort_keys=True) for r in rows}
+    if len(names) != 1 or len(settings) != 1:
+        raise ValueError(f"table {table}: expected one protocol in the store, found {len(names)} name(s) {names} "
+                         f"and {len(settings)} setting(s)")
+    return names[0], json.loads(settings.pop())
+
+
+def verdict_details(verdicts, published_verdicts=None):
+    """The claims' verdicts (``fgcam.claims.verdicts``) as a DataFrame indexed by claim: the paper's words, the
+    rule, our verdict and outcome, the evidence, saturated metrics and, optionally, the verdict of the same rule
+    on the published numbers."""
+    import pandas as pd
+
+    pub = {v["id"]: v["verdict"] for v in (published_verdicts or [])}
+    out = pd.DataFrame([{"claim": v["id"], "verdict": v["verdict"], "paper": v["paper"], "rule": v["rule"],
+                         "ours": v["outcome"], "evidence": v["evidence"],
+                         "saturated": "; ".join(v["saturated"]) or "none",
+                         **({"on the published numbers": pub.get(v["id"], "–")} if published_verdicts is not None
+                            else {})} for v in verdicts])
+    return out.set_index("claim") if len(out) else out
+
+
+def live_check(profile: str, metric: str, methods, layer: str, n: int):
+    """``fgcam.experiments.evaluate`` on ``n`` images of ``profile`` into a temporary store; its comparison rows
+    (method, layer, metric, value, paper, n_images, protocol) as a DataFrame."""
+    import tempfile
+    from pathlib import Path
+
+    import pandas as pd
+
+    from fgcam.experiments import EvalConfig, evaluate, summarize
+
+    with tempfile.TemporaryDirectory() as tmp:
+        evaluate(EvalConfig(out=Path(tmp), profile=profile, methods=list(methods), layers=[layer],
+                            metrics=[metric], n=n, quiet=True))
+        live = pd.DataFrame(summarize(tmp, write=False)["comparison"])
+    return live[["method", "layer", "metric", "value", "paper", "n_images", "protocol"]].reset_index(drop=True)

@@ -101,3 +101,79 @@ def test_static_explorer_html():
     html = report.static_explorer_html(controls, images, ["image", "method"], messages={"a|m": "why"},
                                        captions={"a": "two shapes"})
     assert '"why"' in html and '"two shapes"' in html and "fgcam-caption" in html
+
+
+# ---- Tables 1-6 helpers: a small synthetic store ----------------------------------------------------------------
+METHODS, LAYERS = ["A", "FG-A", "B"], ["L2", "L1"]
+
+
+def _long(values, table=1, metric="m"):
+    """values: {(method, layer): value} as long rows."""
+    return pd.DataFrame([{"table": table, "metric": metric, "method": me, "layer": la, "value": v}
+                         for (me, la), v in values.items()])
+
+
+OURS = _long({("FG-A", "L1"): 1.0, ("A", "L1"): 2.0, ("A", "L2"): 3.0, ("FG-A", "L2"): 4.0})
+PUB = _long({("A", "L1"): 1.5, ("A", "L2"): 2.0, ("FG-A", "L1"): 0.5, ("FG-A", "L2"): 5.0, ("B", "L1"): 9.0})
+
+
+def test_layer_table_orders_rows_and_columns_and_leaves_holes():
+    t = report.layer_table(OURS, 1, "m", METHODS, LAYERS)
+    assert list(t.index) == ["A", "FG-A"] and list(t.columns) == LAYERS  # B absent from ours: no row
+    assert t.loc["A", "L2"] == 3.0 and t.loc["FG-A", "L1"] == 1.0
+    with pytest.raises(ValueError, match="table 2"):
+        report.layer_table(OURS, 2, "m", METHODS, LAYERS)
+    with pytest.raises(ValueError, match="metric"):
+        report.layer_table(OURS.drop(columns="metric"), 1, "m", METHODS, LAYERS)
+
+
+def test_side_by_side_layout_and_difference():
+    t = report.side_by_side(OURS, PUB, 1, "m", METHODS, LAYERS)
+    assert list(t.columns) == [(la, k) for la in LAYERS for k in ("ours", "published", "ours − published")]
+    assert list(t.index) == ["A", "FG-A"]
+    assert t.loc["A", ("L2", "ours − published")] == pytest.approx(1.0)
+    assert t.loc["FG-A", ("L1", "ours − published")] == pytest.approx(0.5)
+    html = report.table(t, caption="T").to_html()
+    assert "ours − published" in html and "T" in html
+
+
+def test_published_layout_columns():
+    pub = pd.concat([PUB, PUB.assign(metric="n", value=PUB["value"] * 10)])
+    t = report.published_layout(pub, 1, ["m", "n"], METHODS, LAYERS)
+    assert list(t.columns) == ["L2 m", "L2 n", "L1 m", "L1 n"] and list(t.index) == METHODS
+    assert t.loc["B", "L1 n"] == 90.0 and np.isnan(t.loc["B", "L2 m"])
+
+
+def test_plot_layers_one_legend_per_panel():
+    import matplotlib.pyplot as plt
+
+    fig = report.plot_layers({"ours": OURS, "published": PUB}, 1, "m", METHODS, LAYERS)
+    axes = fig.axes
+    assert len(axes) == 2
+    for ax, n_methods in zip(axes, (2, 3)):
+        legend = ax.get_legend()
+        assert legend is not None, f"panel {ax.get_title()!r} has no legend"
+        assert [t.get_text() for t in legend.get_texts()] == METHODS[:n_methods]
+    assert list(axes[0].lines[1].get_ydata()) == [4.0, 1.0]  # FG-A over L2, L1
+    plt.close(fig)
+
+
+def test_protocol_of_one_protocol_per_table():
+    rows = [{"table": 1, "protocol": "p", "protocol_settings": {"k": 1}},
+            {"table": 1, "protocol": "p", "protocol_settings": {"k": 1}},
+            {"table": 2, "protocol": "q", "protocol_settings": {"k": 2}}]
+    assert report.protocol_of(rows, 1) == ("p", {"k": 1})
+    with pytest.raises(ValueError, match="table 3"):
+        report.protocol_of(rows, 3)
+    rows.append({"table": 1, "protocol": "p", "protocol_settings": {"k": 9}})
+    with pytest.raises(ValueError, match="2 setting"):
+        report.protocol_of(rows, 1)
+
+
+def test_verdict_details_table():
+    v = [{"id": "c1", "verdict": "holds", "paper": "P", "rule": "R", "outcome": "O", "evidence": "E",
+          "saturated": ["x", "y"]}]
+    t = report.verdict_details(v, [{"id": "c1", "verdict": "does not hold"}])
+    assert list(t.index) == ["c1"] and t.loc["c1", "saturated"] == "x; y"
+    assert t.loc["c1", "on the published numbers"] == "does not hold"
+    assert "on the published numbers" not in report.verdict_details(v).columns
