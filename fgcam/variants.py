@@ -50,7 +50,7 @@ from fgcam.settings import Setting, protocol_for
 
 __all__ = ["Variant", "VARIANTS", "BASELINES", "LAYERS", "CASCADE_STEPS", "NON_INFERIORITY", "run", "rows",
            "table", "compare", "verdicts", "measure_composite", "measure_photo", "display_table",
-           "verdict_frame", "interval_bars", "describe"]
+           "verdict_frame", "interval_bars", "describe", "comparison"]
 
 
 @dataclass(frozen=True)
@@ -415,6 +415,34 @@ def display_table(store_rows: list[dict], part: str, measures=None, n_resamples:
     """:func:`table` with each interval written ``mean [low, high]``, indexed by (variant, layer)."""
     t = table(store_rows, part, measures, n_resamples)
     return t.set_index(["variant", "layer"]).map(_fmt)
+
+
+def comparison(store_rows: list[dict], layer: str = "Input", n_resamples: int = stats.N_RESAMPLES):
+    """One row per variant at ``layer``: the share of relevance reaching it, the two-class rank correlation and the
+    grid cell share (means with 95 % intervals over composites), and the paired differences of the cell share
+    against the paper's FG-Grad-CAM, CLRP and SGLRP, and of Over-all (photos) against the paper's, as
+    ``mean [low, high]`` strings (empty where the store lacks the data)."""
+    import pandas as pd
+
+    paper = VARIANTS[0].name
+    out = []
+    for v in VARIANTS:
+        row = {"variant": v.name}
+        for m in ("reached", "rank_corr", "cell_share"):
+            vals = list(_values(store_rows, "grid", v.name, layer, m).values())
+            row[m] = _fmt(stats.bootstrap_ci(vals, n_resamples=n_resamples)) if vals else ""
+        for other, part, m, other_layer in ((paper, "grid", "cell_share", layer), ("CLRP", "grid", "cell_share", "Input"),
+                                            ("SGLRP", "grid", "cell_share", "Input"), (paper, "photo", "overall", layer)):
+            key = f"{'Over-all' if m == 'overall' else 'cell share'} - {other}"
+            if v.name == other:
+                row[key] = ""
+                continue
+            try:
+                row[key] = _fmt(compare(store_rows, part, m, (v.name, layer), (other, other_layer), n_resamples))
+            except ValueError:
+                row[key] = ""
+        out.append(row)
+    return pd.DataFrame(out).set_index("variant")
 
 
 def verdict_frame(results: list[dict]):

@@ -164,3 +164,14 @@ def test_describe_counts_items_once(tmp_path):
     d = V.describe(tmp_path)
     assert (d["rows"], d["photos"], d["photos with cascade"], d["composites"]) == (4, 1, 1, 1)
     assert d["grid seconds (mean over 1 timed items)"] == 10.0
+
+
+def test_comparison_pairs_each_variant_with_the_paper_and_clrp():
+    rows = _store(12, {"FG-Grad-CAM": 0.55, "CLRP": 0.70, "SGLRP": 0.65, "FG-Grad-CAM softmax": 0.75},
+                  {"FG-Grad-CAM": 0.20, "FG-Grad-CAM softmax": 0.25})
+    t = V.comparison(rows)
+    assert t.loc["FG-Grad-CAM", "cell share - FG-Grad-CAM"] == ""
+    est = float(t.loc["FG-Grad-CAM softmax", "cell share - CLRP"].split(" [")[0])
+    assert est == pytest.approx(0.05, abs=0.01)
+    assert float(t.loc["FG-Grad-CAM softmax", "Over-all - FG-Grad-CAM"].split(" [")[0]) == pytest.approx(0.05, abs=0.01)
+    assert t.loc["FG-Grad-CAM flat", "cell_share"] == ""          # not in the store: left empty
