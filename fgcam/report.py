@@ -388,6 +388,41 @@ def plot_layers(panels: dict, table: int, metric: str, methods, layers, xlabel: 
     return fig
 
 
+def plot_methods(rows, table: int, metrics, methods, ours_label: str = "ours"):
+    """One panel per metric of one table at one layer (e.g. the input, Tables 4-6): per method, our value with
+    its 95 % interval as an error bar and the published value as a red cross; each panel with its own legend.
+
+    ``rows``: comparison rows of ``fgcam.experiments.summarize`` (``table, metric, method, value, ci_low,
+    ci_high, paper``; a missing ``paper`` is not drawn). Returns the figure."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    f = _frame(rows)
+    missing = {"table", "metric", "method", "value", "ci_low", "ci_high", "paper"} - set(f.columns)
+    if missing:
+        raise ValueError(f"plot_methods needs the columns {sorted(missing)}; the rows have {sorted(f.columns)}")
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.4), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        t = f[(f["table"] == table) & (f["metric"] == metric)].set_index("method")
+        if t.empty:
+            raise ValueError(f"no rows for table {table}, metric {metric!r}")
+        t = t.reindex([m for m in methods if m in t.index])
+        x = np.arange(len(t))
+        v = t["value"].to_numpy(dtype=float)
+        err = np.vstack([v - t["ci_low"].to_numpy(dtype=float), t["ci_high"].to_numpy(dtype=float) - v])
+        handles = [ax.errorbar(x, v, yerr=err, fmt="o", ms=4, capsize=3, label=f"{ours_label} (95 % interval)")]
+        pub = t["paper"].to_numpy(dtype=float)
+        if np.isfinite(pub).any():
+            handles += ax.plot(x, pub, "x", color="tab:red", ms=6, label="published")
+        label = METRIC_LABEL.get(metric, metric)
+        ax.set_xticks(x, list(t.index), rotation=60, ha="right", fontsize=7)
+        ax.set_title(f"Table {table}, {label}", fontsize=9)
+        ax.set_ylabel(label)
+        ax.legend(handles=handles, fontsize=6.5)
+    fig.tight_layout()
+    return fig
+
+
 def protocol_of(rows, table: int):
     """``(name, settings)``: the one protocol that the store's ``rows`` recorded for ``table``; a clear error when
     the table has no rows or several protocols."""

@@ -158,6 +158,30 @@ def test_plot_layers_one_legend_per_panel():
     plt.close(fig)
 
 
+def test_plot_methods_values_intervals_published_and_legends():
+    import matplotlib.pyplot as plt
+
+    rows = [{"table": 4, "metric": "m", "method": "FG-A", "value": 2.0, "ci_low": 1.5, "ci_high": 3.0, "paper": 4.0},
+            {"table": 4, "metric": "m", "method": "A", "value": 1.0, "ci_low": 0.5, "ci_high": 1.25, "paper": 0.0},
+            {"table": 4, "metric": "n", "method": "A", "value": 5.0, "ci_low": 4.0, "ci_high": 6.0,
+             "paper": float("nan")}]
+    fig = report.plot_methods(rows, 4, ["m", "n"], METHODS, ours_label="ours (offline)")
+    ax_m, ax_n = fig.axes
+    assert [t.get_text() for t in ax_m.get_legend().get_texts()] == ["ours (offline) (95 % interval)", "published"]
+    assert [t.get_text() for t in ax_n.get_legend().get_texts()] == ["ours (offline) (95 % interval)"]
+    assert [t.get_text() for t in ax_m.get_xticklabels()] == ["A", "FG-A"]       # the order of METHODS
+    ours, pub = ax_m.lines[0], ax_m.lines[-1]
+    assert list(ours.get_ydata()) == [1.0, 2.0] and list(pub.get_ydata()) == [0.0, 4.0]
+    segments = ax_m.collections[0].get_segments()                               # the error bars
+    assert [(s[0][1], s[1][1]) for s in segments] == [(0.5, 1.25), (1.5, 3.0)]
+    with pytest.raises(ValueError, match="metric 'x'"):
+        report.plot_methods(rows, 4, ["x"], METHODS)
+    with pytest.raises(ValueError, match="ci_low"):
+        report.plot_methods([{"table": 4, "metric": "m", "method": "A", "value": 1.0, "paper": 1.0}], 4, ["m"],
+                            METHODS)
+    plt.close("all")
+
+
 def test_protocol_of_one_protocol_per_table():
     rows = [{"table": 1, "protocol": "p", "protocol_settings": {"k": 1}},
             {"table": 1, "protocol": "p", "protocol_settings": {"k": 1}},
