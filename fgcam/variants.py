@@ -408,7 +408,13 @@ def describe(out: str | Path) -> dict:
 # -- presentation (the chapter "Making FG-CAM conserve and discriminate") ---------------------------------------
 
 def _fmt(iv) -> str:
-    return "" if iv is None else f"{iv.estimate:.3f} [{iv.low:.3f}, {iv.high:.3f}]"
+    """``mean [low, high]``; an interval over fewer than :data:`fgcam.claims.MIN_IMAGES` items says so."""
+    from fgcam.claims import MIN_IMAGES
+
+    if iv is None:
+        return ""
+    few = f" (n = {iv.n}: too few to decide)" if iv.n is not None and iv.n < MIN_IMAGES else ""
+    return f"{iv.estimate:.3f} [{iv.low:.3f}, {iv.high:.3f}]{few}"
 
 
 def display_table(store_rows: list[dict], part: str, measures=None, n_resamples: int = stats.N_RESAMPLES):

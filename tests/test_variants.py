@@ -175,3 +175,10 @@ def test_comparison_pairs_each_variant_with_the_paper_and_clrp():
     assert est == pytest.approx(0.05, abs=0.01)
     assert float(t.loc["FG-Grad-CAM softmax", "Over-all - FG-Grad-CAM"].split(" [")[0]) == pytest.approx(0.05, abs=0.01)
     assert t.loc["FG-Grad-CAM flat", "cell_share"] == ""          # not in the store: left empty
+
+
+def test_intervals_over_too_few_items_say_so():
+    few = V.comparison(_store(3, {"FG-Grad-CAM": 0.5, "FG-Grad-CAM softmax": 0.7}, {}))
+    assert few.loc["FG-Grad-CAM softmax", "cell_share"].endswith("(n = 3: too few to decide)")
+    enough = V.comparison(_store(12, {"FG-Grad-CAM": 0.5, "FG-Grad-CAM softmax": 0.7}, {}))
+    assert "too few" not in enough.loc["FG-Grad-CAM softmax", "cell_share"]
