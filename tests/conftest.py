@@ -126,3 +126,34 @@ def smooth_images():
     low = torch.randn(2, 3, 28, 28, generator=g)
     x = torch.nn.functional.interpolate(low, size=(224, 224), mode="bicubic", align_corners=False)
     return 0.9 * x + 0.15 * torch.randn(2, 3, 224, 224, generator=g)
+
+
+def resnet_features(model: nn.Module) -> nn.Sequential:
+    """A torchvision ResNet's layers up to ``layer4`` as one chain (the part FG-CAM propagates through)."""
+    return nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool, model.layer1, model.layer2,
+                         model.layer3, model.layer4)
+
+
+def zennit_fgcam_map(model: nn.Module, x: torch.Tensor, comps: torch.Tensor, canonizer,
+                     epsilon: float = 1e-100) -> torch.Tensor:
+    """The independent reference for FG-CAM on a torchvision ResNet: zennit propagates the ``layer4`` components
+    ``comps`` to the input (z+ in every hidden convolution, z^B with the image's min and max at the first, BatchNorm
+    and activations passed, residual sums split by ``Norm``, ``canonizer`` applied; stabiliser ``epsilon``, no
+    clipping) and the channels are summed: ``[B, H, W]``."""
+    from zennit.attribution import Gradient
+    from zennit.composites import SpecialFirstLayerMapComposite
+    from zennit.core import Stabilizer
+    from zennit.layer import Sum
+    from zennit.rules import Norm, Pass, ZBox, ZPlus
+    from zennit.types import Activation, BatchNorm, Convolution
+
+    exact = Stabilizer(epsilon=epsilon, clip=False, norm_scale=False)
+    composite = SpecialFirstLayerMapComposite(
+        layer_map=[(Activation, Pass()), (BatchNorm, Pass()), (Sum, Norm(stabilizer=exact)),
+                   (Convolution, ZPlus(stabilizer=exact, zero_params="bias"))],
+        first_map=[(Convolution, ZBox(x.min().expand_as(x), x.max().expand_as(x), stabilizer=exact,
+                                      zero_params="bias"))],
+        canonizers=[canonizer])
+    with Gradient(model=resnet_features(model), composite=composite) as attributor:
+        _, rel = attributor(x, comps)
+    return rel.sum(1)

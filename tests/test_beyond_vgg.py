@@ -16,7 +16,7 @@ from fgcam.graph import ChainError, explaining, record, resolve_leaf
 from fgcam.propagation import image_bounds, propagate
 from fgcam.rules import AddShare, Context, Crop, ZPlus, dropped_relevance
 
-from conftest import randomise_batchnorm, require
+from conftest import randomise_batchnorm, require, zennit_fgcam_map
 
 REAL = zoo.REAL_MODELS_DIR
 
@@ -280,13 +280,7 @@ def test_fgcam_input_matches_zennit_resnet18(resnet18, bn):
     the summands' shares amplify that (2e-4 relative differences with eps = 1e-5); so the model's eps is moved
     into its running variances first (``var + eps`` unchanged, the same model).
     """
-    from zennit.attribution import Gradient
-    from zennit.composites import SpecialFirstLayerMapComposite
-    from zennit.core import Stabilizer
-    from zennit.layer import Sum
-    from zennit.rules import Norm, Pass, ZBox, ZPlus
     from zennit.torchvision import ResNetBasicBlockCanonizer, ResNetCanonizer
-    from zennit.types import Activation, BatchNorm, Convolution
     import copy
 
     model = copy.deepcopy(resnet18)
@@ -301,18 +295,8 @@ def test_fgcam_input_matches_zennit_resnet18(resnet18, bn):
     comps, _ = fgcam.Explainer(model).components(x, "grad-cam", target=5)
     ours = fgcam.explain(model, x, "fg-grad-cam", "input", target=5, bn=bn)
 
-    exact = Stabilizer(epsilon=0.0, clip=False, norm_scale=False)
-    composite = SpecialFirstLayerMapComposite(
-        layer_map=[(Activation, Pass()), (BatchNorm, Pass()), (Sum, Norm(stabilizer=exact)),
-                   (Convolution, ZPlus(stabilizer=exact, zero_params="bias"))],
-        first_map=[(Convolution, ZBox(x.min().expand_as(x), x.max().expand_as(x), stabilizer=exact,
-                                      zero_params="bias"))],
-        canonizers=[ResNetBasicBlockCanonizer() if bn == "pass" else ResNetCanonizer()])
-    features = nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool, model.layer1, model.layer2,
-                             model.layer3, model.layer4)
-    with Gradient(model=features, composite=composite) as attributor:
-        _, rel = attributor(x, comps)
-    theirs = rel.sum(1)
+    canonizer = ResNetBasicBlockCanonizer() if bn == "pass" else ResNetCanonizer()
+    theirs = zennit_fgcam_map(model, x, comps, canonizer, epsilon=0.0)
     assert torch.isfinite(theirs).all()
     assert (ours - theirs).abs().max() <= 1e-9 * theirs.abs().max()
 

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-import torchvision
 from scipy import stats
 from torch import nn
 
@@ -24,7 +23,7 @@ from fgcam import metrics as M
 from fgcam.lrp import output_relevance
 from fgcam.propagation import box_bounds
 
-from conftest import randomise_batchnorm
+from conftest import randomise_batchnorm, resnet_features, zennit_fgcam_map
 from test_experiments import TinySource, tiny_model
 
 
@@ -375,13 +374,7 @@ def test_bottleneck_resnet_matches_zennit(bottleneck_resnet):
     on the sum, Pass on BN/ReLU, started from fgcam's components at layer4.  One denominator is exactly 0 here
     (fgcam drops that relevance, ``0/0 := 0``; zennit's exact stabiliser would give NaN), so zennit gets an
     epsilon of 1e-100, which turns 0/0 into 0 and changes no other quotient in float64."""
-    from zennit.attribution import Gradient
-    from zennit.composites import SpecialFirstLayerMapComposite
-    from zennit.core import Stabilizer
-    from zennit.layer import Sum
-    from zennit.rules import Norm, Pass, ZBox, ZPlus
     from zennit.torchvision import ResNetBottleneckCanonizer
-    from zennit.types import Activation, BatchNorm, Convolution
 
     model = copy.deepcopy(bottleneck_resnet)
     for m in model.modules():
@@ -394,20 +387,9 @@ def test_bottleneck_resnet_matches_zennit(bottleneck_resnet):
     with torch.no_grad():
         torch.testing.assert_close(fgcam.explain(model, x, "grad-cam", "layer4", target=3), comps.sum(1))
 
-    exact = Stabilizer(epsilon=1e-100, clip=False, norm_scale=False)
-    composite = SpecialFirstLayerMapComposite(
-        layer_map=[(Activation, Pass()), (BatchNorm, Pass()), (Sum, Norm(stabilizer=exact)),
-                   (Convolution, ZPlus(stabilizer=exact, zero_params="bias"))],
-        first_map=[(Convolution, ZBox(x.min().expand_as(x), x.max().expand_as(x), stabilizer=exact,
-                                      zero_params="bias"))],
-        canonizers=[ResNetBottleneckCanonizer()])
-    features = nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool, model.layer1, model.layer2,
-                             model.layer3, model.layer4)
     with torch.no_grad():                                   # zennit's canonized forward is the model's forward
-        torch.testing.assert_close(model.fc(torch.flatten(model.avgpool(features(x)), 1)), model(x))
-    with Gradient(model=features, composite=composite) as attributor:
-        _, rel = attributor(x, comps)
-    theirs = rel.sum(1)
+        torch.testing.assert_close(model.fc(torch.flatten(model.avgpool(resnet_features(model)(x)), 1)), model(x))
+    theirs = zennit_fgcam_map(model, x, comps, ResNetBottleneckCanonizer())
     assert torch.isfinite(theirs).all() and theirs.abs().max() > 0
     assert (ours - theirs).abs().max() <= 1e-9 * theirs.abs().max()
 
@@ -418,13 +400,7 @@ def test_bottleneck_resnet_bn_fold_matches_zennit(bottleneck_resnet):
     the sign of ``gamma / sqrt(var + eps)`` changes a map, and only negative scales can show a wrong fold.
     zennit leaves a merged BN as ``x / sqrt(1 + eps)``, so the model's eps is moved into its running variances
     (the same model), as in the ResNet-18 test."""
-    from zennit.attribution import Gradient
-    from zennit.composites import SpecialFirstLayerMapComposite
-    from zennit.core import Stabilizer
-    from zennit.layer import Sum
-    from zennit.rules import Norm, Pass, ZBox, ZPlus
     from zennit.torchvision import ResNetCanonizer
-    from zennit.types import Activation, BatchNorm, Convolution
 
     model = copy.deepcopy(bottleneck_resnet)
     g = torch.Generator().manual_seed(27)
@@ -442,18 +418,7 @@ def test_bottleneck_resnet_bn_fold_matches_zennit(bottleneck_resnet):
     passed = fgcam.explain(model, x, "fg-grad-cam", "input", target=6, bn="pass")
     assert not torch.allclose(ours, passed)                 # the fold matters here (negative scales)
 
-    exact = Stabilizer(epsilon=1e-100, clip=False, norm_scale=False)
-    composite = SpecialFirstLayerMapComposite(
-        layer_map=[(Activation, Pass()), (BatchNorm, Pass()), (Sum, Norm(stabilizer=exact)),
-                   (Convolution, ZPlus(stabilizer=exact, zero_params="bias"))],
-        first_map=[(Convolution, ZBox(x.min().expand_as(x), x.max().expand_as(x), stabilizer=exact,
-                                      zero_params="bias"))],
-        canonizers=[ResNetCanonizer()])
-    features = nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool, model.layer1, model.layer2,
-                             model.layer3, model.layer4)
-    with Gradient(model=features, composite=composite) as attributor:
-        _, rel = attributor(x, comps)
-    theirs = rel.sum(1)
+    theirs = zennit_fgcam_map(model, x, comps, ResNetCanonizer())
     assert torch.isfinite(theirs).all()
     assert (ours - theirs).abs().max() <= 1e-9 * theirs.abs().max()
 
