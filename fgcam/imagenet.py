@@ -36,8 +36,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torchvision
-import torchvision.transforms.functional as TF
 from PIL import Image
 
 __all__ = [
@@ -63,8 +61,9 @@ __all__ = [
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGE_SIZE = 224
-VGG16_BN_URL = torchvision.models.VGG16_BN_Weights.IMAGENET1K_V1.url
-"""``https://download.pytorch.org/models/vgg16_bn-6c64b313.pth``."""
+VGG16_BN_URL = "https://download.pytorch.org/models/vgg16_bn-6c64b313.pth"
+"""torchvision's ``VGG16_BN_Weights.IMAGENET1K_V1.url`` (``tests/test_models.py`` checks that they agree).  Typed
+here because importing torchvision costs about 5 s per process; this module imports it only where it is used."""
 
 _IMAGE_RE = re.compile(r"^ILSVRC2012_val_(\d{8})\.JPEG$")
 _WNID_RE = re.compile(r"^n\d{8}$")
@@ -152,6 +151,8 @@ def load_vgg16_bn(device: str | torch.device | None = None) -> torch.nn.Module:
             f"Could not read the VGG16-BN weights {path}: {err}. Delete the file and download it again "
             f"from {VGG16_BN_URL}."
         ) from err
+    import torchvision
+
     with torch.device("meta"):  # no random initialisation: every tensor is replaced by the checkpoint's
         model = torchvision.models.vgg16_bn(weights=None)
     model.load_state_dict(state, assign=True)  # strict: every key must be present and no other
@@ -176,6 +177,8 @@ def preprocess(image: Image.Image) -> torch.Tensor:
     ``ToTensor()`` (scale to [0, 1]), then ``Normalize(IMAGENET_MEAN, IMAGENET_STD)``.  Nothing else.
     The image is converted to RGB first.
     """
+    import torchvision.transforms.functional as TF
+
     image = image.convert("RGB")
     x = TF.resize(image, [IMAGE_SIZE, IMAGE_SIZE], interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
     return TF.normalize(TF.to_tensor(x), IMAGENET_MEAN, IMAGENET_STD)

@@ -30,7 +30,6 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torchvision.models.vgg import make_layers
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 SHAPES_NAME = "shapes-vgg16bn"
@@ -46,6 +45,28 @@ SHAPES_HIDDEN = 256
 SHAPES_POOL = (1, 1)  # global average pool over the 4x4 map (see build_shapes_vgg16bn)
 SHAPES_DROPOUT = 0.1
 MAXPOOL_INDICES = (6, 13, 23, 33, 43)
+
+
+def make_layers(cfg, batch_norm: bool = True) -> nn.Sequential:
+    """VGG's feature stack from a cfg list, in torchvision's ``vgg.make_layers`` layout and creation order.
+
+    Each width ``v`` adds ``Conv2d(in, v, 3, padding=1)``, ``BatchNorm2d(v)`` (when ``batch_norm``) and
+    ``ReLU(inplace=True)``; ``"M"`` adds ``MaxPool2d(2, 2)``.  Written here so that ``import fgcam`` does not import
+    torchvision (about 5 s per process, most of it ``torch._dynamo`` pulled in by ``torchvision.ops``);
+    ``tests/test_models.py`` checks it against torchvision's, module by module and seed for seed.
+    """
+    layers: list[nn.Module] = []
+    in_channels = 3
+    for v in cfg:
+        if v == "M":
+            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+            continue
+        layers.append(nn.Conv2d(in_channels, v, kernel_size=3, padding=1))
+        if batch_norm:
+            layers.append(nn.BatchNorm2d(v))
+        layers.append(nn.ReLU(inplace=True))
+        in_channels = v
+    return nn.Sequential(*layers)
 
 
 def vgg16_cfg(widths) -> list:

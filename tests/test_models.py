@@ -37,6 +37,41 @@ def test_layout_matches_torchvision_vgg16_bn():
     assert ours.classifier[-1].out_features == len(data.CLASSES)
 
 
+@pytest.mark.parametrize("batch_norm", [True, False])
+def test_make_layers_equals_torchvisions_seed_for_seed(batch_norm):
+    """fgcam's own ``make_layers`` (so that ``import fgcam`` skips torchvision) builds torchvision's stack: the same
+    modules with the same settings, created in the same order, so a seeded initialisation gives the same tensors."""
+    from torchvision.models.vgg import cfgs, make_layers
+
+    torch.manual_seed(3)
+    ref = make_layers(cfgs["D"], batch_norm=batch_norm)
+    torch.manual_seed(3)
+    ours = models.make_layers(cfgs["D"], batch_norm=batch_norm)
+    assert [repr(m) for m in ours] == [repr(m) for m in ref]
+    assert ours.state_dict().keys() == ref.state_dict().keys()
+    assert all(torch.equal(a, b) for a, b in zip(ours.state_dict().values(), ref.state_dict().values()))
+
+
+def test_importing_fgcam_does_not_import_torchvision():
+    """``import torchvision`` costs about 5 s per process (every chapter's kernel, every CLI call)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, fgcam, fgcam.imagenet, fgcam.models, fgcam.profiles, fgcam.report, fgcam.claims, "
+            "fgcam.real, fgcam.zoo, fgcam.variants; fgcam.models.load('mobilenet_v1_0.75_192'); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torchvision'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_vgg16_bn_url_is_torchvisions():
+    import torchvision
+
+    from fgcam import imagenet
+
+    assert imagenet.VGG16_BN_URL == torchvision.models.VGG16_BN_Weights.IMAGENET1K_V1.url
+
+
 def test_forward_order_and_map_size():
     m = models.build_shapes_vgg16bn(num_classes=len(data.CLASSES)).eval()
     x = torch.randn(2, 3, data.IMAGE_SIZE, data.IMAGE_SIZE)
