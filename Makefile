@@ -40,8 +40,9 @@ $(WSTATIC)/.vendored: book/package.json book/package-lock.json
 vendor: $(WSTATIC)/.vendored
 
 # A failing or timed-out cell stops the build with an error (book/_config.yml: raise_on_error, per-cell timeout).
+# tools/build_book.py is `jupyter-book build book ...` with the chapters executed in parallel, one per core.
 book: $(STAMP) $(WSTATIC)/.vendored
-	$(VENV)/bin/jupyter-book build book -W -n --keep-going
+	$(PY) tools/build_book.py book -W -n --keep-going
 
 # JupyterLab on book/, with this environment's Python as the kernel.  Pinned in requirements-lab.txt.
 $(LAB_STAMP): $(STAMP) requirements-lab.txt

@@ -66,13 +66,6 @@ def require(available, reason: str):
     return available
 
 
-@pytest.fixture(scope="session")
-def executed_chapters():
-    """Chapter name -> what its first execution in this session shows (``book_verdicts.Scan``): the chapter tests
-    of ``tests/test_notebooks.py`` fill it, the verdict checks there read it, so no chapter is executed twice."""
-    return {}
-
-
 @pytest.fixture()
 def golden_model(golden):
     model = GoldenVGG()
@@ -157,3 +150,15 @@ def zennit_fgcam_map(model: nn.Module, x: torch.Tensor, comps: torch.Tensor, can
     with Gradient(model=resnet_features(model), composite=composite) as attributor:
         _, rel = attributor(x, comps)
     return rel.sum(1)
+
+
+def pytest_collection_finish(session):
+    """Start the selected chapters' executions now, in the background (``tests/book_runs.py``)."""
+    for module in {item.module for item in session.items if getattr(item.module, "BOOK_CHAPTER_TESTS", False)}:
+        module.submit_selected(session.items)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    import book_runs
+
+    book_runs.stop()

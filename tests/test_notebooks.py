@@ -6,13 +6,15 @@
 ``_config.yml``) has fixed the client's lost-reply stall.  These tests make the same call, with the same timeout and
 the same fix, so what passes here passes in ``make book``:
 
-* ``explorer`` (the widget chapter that stalled) runs 3 times in a row in every ``make test``;
+* the chapters run in the background from the start of the session, ``FGCAM_BOOK_JOBS`` (default: the core count)
+  at a time in separate processes, while the other tests run (``tests/book_runs.py``); ``explorer`` (the widget
+  chapter that stalled) runs 3 times in a row in every ``make test``;
 * every other chapter runs once (``FGCAM_NOTEBOOK_RUNS=3`` runs each 3 times, about 3x longer);
 * each run must finish without error within its budget (:data:`BUDGET_S`), and a cell over the per-cell timeout
   fails the run (``CellTimeoutError``) instead of waiting;
 * every verdict a chapter shows (glued or printed) is the one ``fgcam.claims`` computes for that claim and source,
-  and no claim and source shows two verdicts across the book (``tests/book_verdicts.py``; the chapters executed
-  above are read again, not executed twice);
+  and no claim and source shows two verdicts across the book (``tests/book_verdicts.py``; the executions above are
+  read, not repeated);
 * a notebook of 100 cells printing into an ``ipywidgets.Output`` (nbclient answers each with a message on the shell
   channel) must run without one slow cell: without the fix about one cell in ten took the full timeout.
 
@@ -36,6 +38,7 @@ BOOK = ROOT / "book"
 sys.path.insert(0, str(BOOK / "_ext"))
 import shell_wakeup  # noqa: E402  (book/_ext: the fix make book loads as a Sphinx extension)
 import book_verdicts  # noqa: E402  (tests/: the scanner of the verdicts the chapters show)
+import book_runs  # noqa: E402  (tests/: the chapters' executions, started when collection finishes)
 
 CONFIG = yaml.safe_load((BOOK / "_config.yml").read_text())
 TOC = yaml.safe_load((BOOK / "_toc.yml").read_text())
@@ -81,12 +84,8 @@ def kernel_env(monkeypatch):
 
 def execute(path: Path, timeout: int | None = None):
     """Execute the notebook at ``path`` exactly as myst-nb's ``execute_notebooks: force`` does (in its folder)."""
-    from jupyter_cache.executors.utils import single_nb_execution
-
-    nb = nbformat.read(path, as_version=4)
-    result = single_nb_execution(nb, cwd=str(path.parent), timeout=CONFIG["execute"]["timeout"] if timeout is None
-                                 else timeout, allow_errors=CONFIG["execute"]["allow_errors"], meta_override=True)
-    return nb, result
+    return book_runs.execute(path, CONFIG["execute"]["timeout"] if timeout is None else timeout,
+                             CONFIG["execute"]["allow_errors"])
 
 
 def test_book_config_fails_fast():
@@ -95,7 +94,27 @@ def test_book_config_fails_fast():
     assert execute_cfg["execute_notebooks"] == "force" and execute_cfg["allow_errors"] is False
     assert execute_cfg["raise_on_error"] is True
     assert 60 <= execute_cfg["timeout"] <= 900, "per-cell timeout: the slowest cell with margin, minutes not hours"
-    assert CONFIG["sphinx"]["local_extensions"] == {"shell_wakeup": "_ext"}
+    assert CONFIG["sphinx"]["local_extensions"] == {"shell_wakeup": "_ext", "parallel_safe": "_ext"}
+
+
+def test_book_reads_chapters_in_parallel(tmp_path):
+    """``make book`` executes the chapters in parallel processes: Sphinx does so only when every extension declares
+    itself parallel-safe.  ``book/_ext/parallel_safe.py`` declares sphinx_multitoc_numbering, which is right only
+    while no toctree is numbered; this builds the real configuration up to the choice and records it."""
+    import subprocess
+
+    assert "numbered" not in (BOOK / "_toc.yml").read_text()
+    probe = (
+        "import sys, sphinx.builders as B\n"
+        "B.Builder._read_serial = lambda self, d: (print('SERIAL', flush=True), sys.exit(3))\n"
+        "B.Builder._read_parallel = lambda self, d, nproc: (print('PARALLEL', nproc, flush=True), sys.exit(4))\n"
+        f"sys.path.insert(0, {str(ROOT / 'tools')!r})\n"
+        "import build_book\n"
+        f"build_book.main([{str(BOOK)!r}, '--path-output', {str(tmp_path)!r}])\n"
+    )
+    env = {**os.environ, "FGCAM_BOOK_JOBS": "2"}
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=300)
+    assert "PARALLEL 2" in out.stdout, out.stdout[-2000:] + out.stderr[-2000:]
 
 
 def test_every_chapter_has_a_budget():
@@ -146,28 +165,45 @@ def test_a_slow_cell_is_an_error(tmp_path, kernel_env):
     assert time.monotonic() - start < 25
 
 
+BOOK_CHAPTER_TESTS = True  # conftest.py: submit this module's selected chapters when collection finishes
+
+
+def submit_selected(items) -> None:
+    """Start executing the chapters that the selected tests of this module need (all of them for the cross-book
+    check), longest budget first, in the background (``tests/book_runs.py``)."""
+    mine = [item for item in items if item.module.__name__ == __name__]
+    wanted = {item.callspec.params["chapter"] for item in mine
+              if hasattr(item, "callspec") and "chapter" in item.callspec.params}
+    if any(item.originalname == "test_verdicts_agree_across_the_book" for item in mine):
+        wanted = set(CHAPTERS)
+    book_runs.start(sorted(wanted, key=lambda c: -BUDGET_S[c]), {c: RUNS.get(c, DEFAULT_RUNS) for c in wanted},
+                    CONFIG["execute"]["timeout"])
+
+
+@pytest.fixture()
+def chapter_runs():
+    """Chapter -> its runs (``book_runs.result``): seconds, error or None, and the first run's verdicts."""
+    return book_runs.result
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("chapter", CHAPTERS)
-def test_chapter_executes_within_budget(chapter, kernel_env, executed_chapters):
+def test_chapter_executes_within_budget(chapter, chapter_runs):
     runs = RUNS.get(chapter, DEFAULT_RUNS)
-    times = []
-    for k in range(runs):
-        nb, result = execute(BOOK / f"{chapter}.ipynb")
-        assert result.err is None, f"{chapter}, run {k + 1} of {runs}:\n{result.exc_string}"
-        executed_chapters.setdefault(chapter, book_verdicts.scan(chapter, nb))
-        times.append(result.time)
-        assert result.time <= BUDGET_S[chapter], (f"{chapter}, run {k + 1} of {runs}: {result.time:.0f} s > budget "
-                                                  f"{BUDGET_S[chapter]} s")
-    print(f"{chapter}: {', '.join(f'{t:.1f}' for t in times)} s")
+    done = chapter_runs(chapter)
+    for k, (seconds, err, _) in enumerate(done):
+        assert err is None, f"{chapter}, run {k + 1} of {runs}:\n{err}"
+        assert seconds <= BUDGET_S[chapter], (f"{chapter}, run {k + 1} of {runs}: {seconds:.0f} s > budget "
+                                              f"{BUDGET_S[chapter]} s")
+    assert len(done) == runs
+    print(f"{chapter}: {', '.join(f'{t:.1f}' for t, _, _ in done)} s")
 
 
-def _shown(chapter, executed_chapters) -> book_verdicts.Scan:
-    """The chapter's verdicts: from its execution by the test above, or from a new execution if that did not run."""
-    if chapter not in executed_chapters:
-        nb, result = execute(BOOK / f"{chapter}.ipynb")
-        assert result.err is None, f"{chapter}:\n{result.exc_string}"
-        executed_chapters[chapter] = book_verdicts.scan(chapter, nb)
-    return executed_chapters[chapter]
+def _shown(chapter, chapter_runs) -> book_verdicts.Scan:
+    """The chapter's verdicts, as its first execution shows them."""
+    seconds, err, scan = chapter_runs(chapter)[0]
+    assert err is None, f"{chapter}:\n{err}"
+    return scan
 
 
 @pytest.fixture(scope="module")
@@ -178,10 +214,10 @@ def expected_verdicts():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("chapter", CHAPTERS)
-def test_chapter_verdicts(chapter, kernel_env, executed_chapters, expected_verdicts):
+def test_chapter_verdicts(chapter, chapter_runs, expected_verdicts):
     """Each verdict the chapter glues is ``fgcam.claims``'s for that claim and source, and each verdict it prints
     next to a claim id is one it glues for that claim."""
-    shown = _shown(chapter, executed_chapters)
+    shown = _shown(chapter, chapter_runs)
     print(f"{chapter}: {len(shown.glued)} glued verdicts, {len(shown.printed)} printed next to a claim id: "
           + ", ".join(f"{name[len(book_verdicts.PREFIX):]}={v}" for _, _, v, name in shown.glued))
     found = book_verdicts.problems({chapter: shown}, expected_verdicts)
@@ -189,10 +225,10 @@ def test_chapter_verdicts(chapter, kernel_env, executed_chapters, expected_verdi
 
 
 @pytest.mark.slow
-def test_verdicts_agree_across_the_book(kernel_env, executed_chapters, expected_verdicts):
+def test_verdicts_agree_across_the_book(chapter_runs, expected_verdicts):
     """One claim on one source shows one verdict in the whole book (live figure claims included: every chapter
     measures them with the same functions on the same images)."""
-    shown = {chapter: _shown(chapter, executed_chapters) for chapter in CHAPTERS}
+    shown = {chapter: _shown(chapter, chapter_runs) for chapter in CHAPTERS}
     found = book_verdicts.problems(shown, expected_verdicts)
     assert not found, "verdicts that disagree across the book or with fgcam.claims:\n  " + "\n  ".join(found)
     glued = {(cid, source) for s in shown.values() for cid, source, _, _ in s.glued}

@@ -1,0 +1,85 @@
+"""The chapters' executions for ``tests/test_notebooks.py``, started as soon as pytest has collected the tests.
+
+``make test`` spends about half its time executing the book's chapters.  Executing them one after the other, after
+every other test, leaves a core idle most of the time; so :func:`start` (called by ``conftest.py`` when collection
+finishes) submits every selected chapter to a pool of :data:`JOBS` spawned worker processes, longest budget first,
+and the other tests run in the main process meanwhile.  The chapter tests then wait for their chapter's result.
+
+Each worker executes a chapter exactly as ``make book`` does (``jupyter_cache``'s ``single_nb_execution``, the
+book's per-cell timeout, ``book/_ext/shell_wakeup.py`` installed), with this checkout first on the kernel's
+``PYTHONPATH`` and ``OMP_NUM_THREADS=1`` (unless set), since the kernels share the cores with each other and with the
+tests.  A chapter's runs (the explorer's three) are in a row, in one worker.  The workers are spawned, not forked: a
+forked worker would share the parent's asyncio event loop (its epoll instance) with its siblings.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import multiprocessing
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BOOK = ROOT / "book"
+#: Worker processes (``FGCAM_BOOK_JOBS``, default the core count, as ``make book``).
+JOBS = int(os.environ.get("FGCAM_BOOK_JOBS", os.cpu_count() or 1))
+
+_pool: concurrent.futures.ProcessPoolExecutor | None = None
+_futures: dict[str, concurrent.futures.Future] = {}
+
+
+def execute(path: Path, timeout: int, allow_errors: bool = False):
+    """Execute the notebook at ``path`` as myst-nb's ``execute_notebooks: force`` does (in its folder)."""
+    import nbformat
+    from jupyter_cache.executors.utils import single_nb_execution
+
+    nb = nbformat.read(path, as_version=4)
+    result = single_nb_execution(nb, cwd=str(path.parent), timeout=timeout, allow_errors=allow_errors,
+                                 meta_override=True)
+    return nb, result
+
+
+def run_chapter(chapter: str, runs: int, timeout: int) -> list[tuple[float, str | None, object]]:
+    """Execute ``chapter`` ``runs`` times in a row (in a worker); per run: seconds, the error's traceback or None,
+    and for the first run the verdicts it shows (``book_verdicts.scan``).  Stops at the first failed run."""
+    sys.path.insert(0, str(BOOK / "_ext"))
+    import book_verdicts
+    import shell_wakeup
+
+    shell_wakeup.install()
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    out = []
+    for k in range(runs):
+        nb, result = execute(BOOK / f"{chapter}.ipynb", timeout)
+        err = None if result.err is None else result.exc_string
+        out.append((result.time, err, book_verdicts.scan(chapter, nb) if k == 0 and err is None else None))
+        if err is not None:
+            break
+    return out
+
+
+def start(chapters: list[str], runs: dict[str, int], timeout: int) -> None:
+    """Submit ``chapters`` (in this order) to the pool; idempotent per chapter."""
+    global _pool
+    if _pool is None:
+        _pool = concurrent.futures.ProcessPoolExecutor(JOBS, mp_context=multiprocessing.get_context("spawn"))
+    for chapter in chapters:
+        if chapter not in _futures:
+            _futures[chapter] = _pool.submit(run_chapter, chapter, runs[chapter], timeout)
+
+
+def result(chapter: str) -> list[tuple[float, str | None, object]]:
+    """The runs of ``chapter`` (waits for them; submits it first if :func:`start` did not)."""
+    if chapter not in _futures:
+        raise KeyError(f"{chapter} was not submitted: call book_runs.start first")
+    return _futures[chapter].result()
+
+
+def stop() -> None:
+    """Cancel what has not started and wait for the workers (end of the session)."""
+    global _pool
+    if _pool is not None:
+        _pool.shutdown(wait=True, cancel_futures=True)
+        _pool = None
+        _futures.clear()
