@@ -26,7 +26,7 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 # something a clone cannot ship (the ImageNet sample photos: FGCAM_IMAGENET_SAMPLES; a headless Chromium) skip with
 # the reason; .ci/run sets FGCAM_REQUIRE_ALL=1, which turns those skips into failures.
 test: $(STAMP) $(WSTATIC)/.vendored
-	$(PY) -m pytest tests -p no:cacheprovider
+	$(PY) -m pytest tests -p no:cacheprovider --durations=15
 
 # MathJax and the ipywidgets HTML manager, vendored from npm so the built book works without internet.
 $(WSTATIC)/.vendored: book/package.json book/package-lock.json

@@ -76,10 +76,20 @@ def result(chapter: str) -> list[tuple[float, str | None, object]]:
     return _futures[chapter].result()
 
 
+def summary() -> str | None:
+    """One line per finished chapter: its runs' seconds (for the terminal summary of ``make test``)."""
+    done = {c: f.result() for c, f in _futures.items() if f.done() and not f.cancelled() and f.exception() is None}
+    if not done:
+        return None
+    return "\n".join(f"{c:16s} {', '.join(f'{t:.1f}' for t, _, _ in runs)} s" + ("" if all(e is None for _, e, _ in runs)
+                                                                            else "  (failed)")
+                     for c, runs in sorted(done.items(), key=lambda kv: -kv[1][0][0]))
+
+
 def stop() -> None:
-    """Cancel what has not started and wait for the workers (end of the session)."""
+    """Cancel what has not started and wait for the workers (end of the session; :func:`summary` still reports
+    what finished)."""
     global _pool
     if _pool is not None:
         _pool.shutdown(wait=True, cancel_futures=True)
         _pool = None
-        _futures.clear()

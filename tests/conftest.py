@@ -158,7 +158,18 @@ def pytest_collection_finish(session):
         module.submit_selected(session.items)
 
 
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """The chapters' execution times, slowest first (what the budgets of tests/test_notebooks.py are set from)."""
+    import book_runs
+
+    text = book_runs.summary()
+    if text:
+        terminalreporter.write_sep("-", f"chapter executions ({book_runs.JOBS} at a time, beside the other tests)")
+        terminalreporter.write_line(text)
+
+
 def pytest_sessionfinish(session, exitstatus):
+    """Cancel the chapters not started (a session stopped early) and wait for the workers; runs before the summary."""
     import book_runs
 
     book_runs.stop()

@@ -93,7 +93,7 @@ def test_book_config_fails_fast():
     execute_cfg = CONFIG["execute"]
     assert execute_cfg["execute_notebooks"] == "force" and execute_cfg["allow_errors"] is False
     assert execute_cfg["raise_on_error"] is True
-    assert 60 <= execute_cfg["timeout"] <= 900, "per-cell timeout: the slowest cell with margin, minutes not hours"
+    assert 60 <= execute_cfg["timeout"] <= 300, "per-cell timeout: the slowest cell with margin, minutes not hours"
     assert CONFIG["sphinx"]["local_extensions"] == {"shell_wakeup": "_ext", "parallel_safe": "_ext"}
 
 
