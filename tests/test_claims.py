@@ -178,3 +178,19 @@ def test_too_few_images_are_inconclusive():
     v = claims.verdict(claim, rows)
     assert v["interval"].low > 0 and v["comparisons"][0]["verdict"] == "holds"
     assert v["verdict"] == "inconclusive" and "too few" in v["outcome"]
+
+
+def test_claims_table_tool_has_one_row_per_claim():
+    """``tools/claims_table.py`` (the closing notes' verdict table): one row per claim, a verdict in every cell."""
+    import importlib.util
+
+    from fgcam import experiments as E
+
+    spec = importlib.util.spec_from_file_location(
+        "claims_table", Path(__file__).resolve().parents[1] / "tools" / "claims_table.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    text = tool.markdown({"published": E.published_rows()})
+    rows = text.splitlines()[2:]
+    assert [r.split(" | ")[0].lstrip("| ") for r in rows] == [c.id for c in claims.CLAIMS]
+    assert all(r.rstrip(" |").endswith("holds") for r in rows)  # the rule holds on the published numbers
