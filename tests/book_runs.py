@@ -21,11 +21,19 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BOOK = ROOT / "book"
+sys.path.insert(0, str(ROOT / "tools"))
+import build_book  # noqa: E402  (tools/: make book's wrapper, whose FGCAM_BOOK_JOBS rule this shares)
+
 #: Worker processes (``FGCAM_BOOK_JOBS``, default the core count, as ``make book``).
-JOBS = int(os.environ.get("FGCAM_BOOK_JOBS", os.cpu_count() or 1))
+JOBS = build_book.jobs()
 
 _pool: concurrent.futures.ProcessPoolExecutor | None = None
 _futures: dict[str, concurrent.futures.Future] = {}
+
+
+def kernel_pythonpath() -> str:
+    """``PYTHONPATH`` for a chapter's kernel: this checkout first, so the kernel imports this checkout's fgcam."""
+    return os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 
 
 def execute(path: Path, timeout: int, allow_errors: bool = False):
@@ -47,7 +55,7 @@ def run_chapter(chapter: str, runs: int, timeout: int) -> list[tuple[float, str 
     import shell_wakeup
 
     shell_wakeup.install()
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    os.environ["PYTHONPATH"] = kernel_pythonpath()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     out = []
     for k in range(runs):
@@ -70,7 +78,7 @@ def start(chapters: list[str], runs: dict[str, int], timeout: int) -> None:
 
 
 def result(chapter: str) -> list[tuple[float, str | None, object]]:
-    """The runs of ``chapter`` (waits for them; submits it first if :func:`start` did not)."""
+    """The runs of ``chapter`` (waits for them); a ``KeyError`` if :func:`start` did not submit it."""
     if chapter not in _futures:
         raise KeyError(f"{chapter} was not submitted: call book_runs.start first")
     return _futures[chapter].result()
@@ -81,9 +89,11 @@ def summary() -> str | None:
     done = {c: f.result() for c, f in _futures.items() if f.done() and not f.cancelled() and f.exception() is None}
     if not done:
         return None
-    return "\n".join(f"{c:16s} {', '.join(f'{t:.1f}' for t, _, _ in runs)} s" + ("" if all(e is None for _, e, _ in runs)
-                                                                            else "  (failed)")
-                     for c, runs in sorted(done.items(), key=lambda kv: -kv[1][0][0]))
+    lines = []
+    for c, runs in sorted(done.items(), key=lambda kv: -kv[1][0][0]):
+        failed = "" if all(e is None for _, e, _ in runs) else "  (failed)"
+        lines.append(f"{c:16s} {', '.join(f'{t:.1f}' for t, _, _ in runs)} s{failed}")
+    return "\n".join(lines)
 
 
 def stop() -> None:

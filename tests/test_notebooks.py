@@ -80,7 +80,7 @@ DEFAULT_RUNS = int(os.environ.get("FGCAM_NOTEBOOK_RUNS", "1"))
 @pytest.fixture()
 def kernel_env(monkeypatch):
     """The kernel (a child of this process) imports this checkout's fgcam, whatever the venv's editable install."""
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv("PYTHONPATH", book_runs.kernel_pythonpath())
     shell_wakeup.install()
 
 

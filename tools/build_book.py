@@ -17,15 +17,21 @@ import os
 import sys
 
 
+def jobs() -> int:
+    """Chapters executed at a time: ``FGCAM_BOOK_JOBS``, default the core count (also ``tests/book_runs.py``)."""
+    n = int(os.environ.get("FGCAM_BOOK_JOBS", os.cpu_count() or 1))
+    if n < 1:
+        raise SystemExit(f"FGCAM_BOOK_JOBS must be >= 1, got {n}")
+    return n
+
+
 def main(argv: list[str]) -> None:
     from jupyter_book import sphinx as jb_sphinx
     from jupyter_book.cli.main import main as jupyter_book
 
-    jobs = int(os.environ.get("FGCAM_BOOK_JOBS", os.cpu_count() or 1))
-    if jobs < 1:
-        raise SystemExit(f"FGCAM_BOOK_JOBS must be >= 1, got {jobs}")
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
-    jb_sphinx.build_sphinx = functools.partial(jb_sphinx.build_sphinx, jobs=jobs)
+    n = jobs()
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // n)))
+    jb_sphinx.build_sphinx = functools.partial(jb_sphinx.build_sphinx, jobs=n)
     jupyter_book(["build", *argv])
 
 

@@ -22,26 +22,36 @@ def sources(results: Path = ROOT / "results") -> dict:
             "real-v1": E.read_rows(results / "real-v1"), "real-v2": E.read_rows(results / "real-v2")}
 
 
-def cell(claim, rows, published: bool) -> str:
+def column(rows, published: bool) -> dict[str, str]:
+    """Claim id -> the cell text on ``rows``: ``claims.verdicts`` (one pass over the rows for every claim), and for
+    a claim not measurable there the verdict of its measurable part."""
     from fgcam import claims
 
-    v = claims.verdict(claim, rows)
-    if v["verdict"].startswith("not measurable"):
-        part = claims.measured_part(claim, rows)
-        if part is not None and part is not claim:
-            pv = claims.verdict(part, rows)
-            return f"not measurable; measured part: {pv['verdict']}: {pv['outcome'].split(';')[0].split(': ', 1)[-1]}"
-        return v["verdict"]
-    return v["verdict"] if published else v["verdict"] + ": " + v["outcome"].split(";")[0].split(": ", 1)[-1]
+    rows = list(rows)
+    out = {}
+    for v in claims.verdicts(rows):
+        if v["verdict"].startswith("not measurable"):
+            claim = claims.get(v["id"])
+            part = claims.measured_part(claim, rows)
+            if part is not None and part is not claim:
+                pv = claims.verdict(part, rows)
+                out[v["id"]] = (f"not measurable; measured part: {pv['verdict']}: "
+                                f"{pv['outcome'].split(';')[0].split(': ', 1)[-1]}")
+            else:
+                out[v["id"]] = v["verdict"]
+        else:
+            critical = v["outcome"].split(";")[0].split(": ", 1)[-1]
+            out[v["id"]] = v["verdict"] if published else f"{v['verdict']}: {critical}"
+    return out
 
 
 def markdown(profiles: dict) -> str:
     from fgcam import claims
 
+    columns = {name: column(rows, name == "published") for name, rows in profiles.items()}
     lines = ["| claim | " + " | ".join(profiles) + " |", "|---|" + "---|" * len(profiles)]
     for c in claims.CLAIMS:
-        lines.append(f"| {c.id} | " + " | ".join(cell(c, rows, name == "published") for name, rows in profiles.items())
-                     + " |")
+        lines.append(f"| {c.id} | " + " | ".join(columns[name][c.id] for name in profiles) + " |")
     return "\n".join(lines)
 
 
