@@ -318,6 +318,41 @@ def _resolve_target(model, images: Tensor, target, batch_size: int) -> tuple[Ten
     return tgt, _batched_scores(model, images, tgt, batch_size)
 
 
+#: Largest activation of one forward pass that :func:`forward_batch_size` aims for.  glibc's malloc hands blocks
+#: above its mmap threshold (at most 32 MiB on 64-bit Linux, whatever ``mallopt`` asks) to ``mmap`` and returns them
+#: at ``free``, so every pass over a larger batch page-faults its activations in again: on 2 CPU cores the metrics'
+#: passes of MobileNet V1 at batch 128 spent about as much time in the kernel as in the convolutions
+#: (``python -m fgcam.bench_metrics`` prints the batch sizes side by side).
+FORWARD_BYTES_BUDGET = 16 * 2**20
+
+
+def forward_batch_size(model: nn.Module, image_shape, budget: int = FORWARD_BYTES_BUDGET) -> int:
+    """The number of images per forward pass whose largest module output fits in ``budget`` bytes (at least 1).
+
+    One forward pass of a zero image of ``image_shape`` (``[C, H, W]``, on the model's device and dtype, under
+    ``torch.no_grad()``) measures the largest output of any leaf module per image.  For forward passes on the CPU
+    (see :data:`FORWARD_BYTES_BUDGET`); CUDA's caching allocator keeps its blocks, and larger batches pay there.
+    """
+    largest = [0]
+
+    def hook(module, args, output):
+        if isinstance(output, Tensor):
+            largest[0] = max(largest[0], output.numel() * output.element_size())
+
+    leaves = [m for m in model.modules() if not list(m.children())] or [model]
+    handles = [m.register_forward_hook(hook) for m in leaves]
+    try:
+        p = next(model.parameters(), None)
+        x = torch.zeros(1, *image_shape, device=None if p is None else p.device,
+                        dtype=None if p is None else p.dtype)
+        with torch.no_grad(), _eval_mode(model):
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return max(1, int(budget) // max(1, largest[0]))
+
+
 def _check_batch_size(batch_size: int):
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")

@@ -22,7 +22,7 @@ import os
 import platform
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -100,8 +100,8 @@ class EvalConfig:
     n_localisation: int | None = None  # overrides n for the pointing game
     seed: int = 0
     batch_size: int = 16  # images per unit (one explain call)
-    metric_batch_size: int = 128  # perturbed images per forward pass in AD/AI and insertion/deletion
-    score_batch_size: int = 64  # masked images per forward pass in Score-CAM
+    metric_batch_size: int | None = None  # images per pass in the metrics; None: metrics.forward_batch_size (CPU), 128
+    score_batch_size: int | None = None  # masked images per pass in Score-CAM; None: as metric_batch_size, 64 off CPU
     target: str = "predicted"  # "predicted" (arg-max on the clean image, as the paper) or "label"
     device: str | None = None
     channels_last: bool | None = None  # metrics' forward passes on a channels-last copy; None: on CPU only
@@ -163,7 +163,7 @@ def evaluate(config: EvalConfig, model: nn.Module | None = None, source=None) ->
         raise UsageError(f"target must be 'predicted' or 'label', not {config.target!r}")
     for what, v in (("batch size", config.batch_size), ("metric batch size", config.metric_batch_size),
                     ("score batch size", config.score_batch_size)):
-        if int(v) < 1:
+        if v is not None and int(v) < 1:
             raise UsageError(f"{what} must be >= 1, got {v}")
     if config.n is not None and config.n < 1:
         raise UsageError(f"n must be >= 1, got {config.n}")
@@ -253,7 +253,7 @@ def _evaluate(config, metrics, grid, device, world, model, source, t0) -> dict:
          f"batch {bs}, {world.size} process(es); store {out}: {len(done)} rows done, "
          f"{n_units}/{n_total_units} units to run on rank 0", quiet)
 
-    explainer = Explainer(model, score_batch_size=int(config.score_batch_size))
+    explainer = None  # made at the first batch, when the images' shape sizes the batches of forward passes
     channels_last = torch.device(device).type == "cpu" if config.channels_last is None else config.channels_last
     metric_model = copy.deepcopy(model).to(memory_format=torch.channels_last) if channels_last else model
     clock = _ForwardClock(model, metric_model)
@@ -276,6 +276,12 @@ def _evaluate(config, metrics, grid, device, world, model, source, t0) -> dict:
             batch = source.load(positions)
             shared: dict = {}  # this batch's channel weights shared by its settings (_shared_weights)
             images = batch["images"].to(device)
+            if explainer is None:
+                on_cpu = torch.device(device).type == "cpu"  # elsewhere the allocator keeps its blocks
+                config = replace(config, **{k: M.forward_batch_size(model, images.shape[1:]) if on_cpu else big
+                                            for k, big in (("metric_batch_size", 128), ("score_batch_size", 64))
+                                            if getattr(config, k) is None})
+                explainer = Explainer(model, score_batch_size=int(config.score_batch_size))
             with torch.no_grad():
                 prediction = model(images).argmax(1)
             labels = torch.as_tensor(batch["labels"]).to(device)
@@ -309,7 +315,9 @@ def _evaluate(config, metrics, grid, device, world, model, source, t0) -> dict:
         _log_run(out, {"started": datetime.datetime.fromtimestamp(t0).astimezone().isoformat(timespec="seconds"),
                        "seconds": round(time.time() - t0, 1), "units": int(all_units), "rows": int(all_rows),
                        "total_rows": result["total_rows"], "images": len(source.ids), "settings": len(grid),
-                       "metrics": metrics, "batch_size": bs, "world_size": world.size, "device": device,
+                       "metrics": metrics, "batch_size": bs, "metric_batch_size": config.metric_batch_size,
+                       "score_batch_size": config.score_batch_size,
+                       "world_size": world.size, "device": device,
                        "threads": torch.get_num_threads(), "metrics_channels_last": channels_last,
                        **_speed(time.time() - t0, forward_s, all_images / len(grid), world.size),
                        "command": _command_line(), "host": platform.node(), "python": platform.python_version(),

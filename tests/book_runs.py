@@ -47,9 +47,10 @@ def execute(path: Path, timeout: int, allow_errors: bool = False):
     return nb, result
 
 
-def run_chapter(chapter: str, runs: int, timeout: int) -> list[tuple[float, str | None, object]]:
+def run_chapter(chapter: str, runs: int, timeout: int) -> tuple[list[tuple[float, str | None, object]], object]:
     """Execute ``chapter`` ``runs`` times in a row (in a worker); per run: seconds, the error's traceback or None,
-    and for the first run the verdicts it shows (``book_verdicts.scan``).  Stops at the first failed run."""
+    and for the first run the verdicts it shows (``book_verdicts.scan``).  Stops at the first failed run.  Also
+    returns the first run's executed notebook (None if it failed)."""
     sys.path.insert(0, str(BOOK / "_ext"))
     import book_verdicts
     import shell_wakeup
@@ -57,14 +58,16 @@ def run_chapter(chapter: str, runs: int, timeout: int) -> list[tuple[float, str 
     shell_wakeup.install()
     os.environ["PYTHONPATH"] = kernel_pythonpath()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    out = []
+    out, first = [], None
     for k in range(runs):
         nb, result = execute(BOOK / f"{chapter}.ipynb", timeout)
         err = None if result.err is None else result.exc_string
         out.append((result.time, err, book_verdicts.scan(chapter, nb) if k == 0 and err is None else None))
         if err is not None:
             break
-    return out
+        if k == 0:
+            first = nb
+    return out, first
 
 
 def start(chapters: list[str], runs: dict[str, int], timeout: int) -> None:
@@ -81,12 +84,21 @@ def result(chapter: str) -> list[tuple[float, str | None, object]]:
     """The runs of ``chapter`` (waits for them); a ``KeyError`` if :func:`start` did not submit it."""
     if chapter not in _futures:
         raise KeyError(f"{chapter} was not submitted: call book_runs.start first")
-    return _futures[chapter].result()
+    return _futures[chapter].result()[0]
+
+
+def executed(chapter: str):
+    """The notebook of ``chapter``'s first run, executed (waits for it); None if that run failed.  A ``KeyError``
+    if :func:`start` did not submit it."""
+    if chapter not in _futures:
+        raise KeyError(f"{chapter} was not submitted: call book_runs.start first")
+    return _futures[chapter].result()[1]
 
 
 def summary() -> str | None:
     """One line per finished chapter: its runs' seconds (for the terminal summary of ``make test``)."""
-    done = {c: f.result() for c, f in _futures.items() if f.done() and not f.cancelled() and f.exception() is None}
+    done = {c: f.result()[0] for c, f in _futures.items()
+            if f.done() and not f.cancelled() and f.exception() is None}
     if not done:
         return None
     lines = []

@@ -152,8 +152,17 @@ def zennit_fgcam_map(model: nn.Module, x: torch.Tensor, comps: torch.Tensor, can
     return rel.sum(1)
 
 
+def pytest_collection_modifyitems(session, config, items):
+    """Tests of modules that wait for the background chapter executions (``AFTER_CHAPTERS = True``) run last, so
+    that the main process runs every other test before it waits (the order within each group is kept)."""
+    items[:] = sorted(items, key=lambda item: bool(getattr(getattr(item, "module", None), "AFTER_CHAPTERS", False)))
+
+
 def pytest_collection_finish(session):
-    """Start the selected chapters' executions now, in the background (``tests/book_runs.py``)."""
+    """Start the selected chapters' executions now, in the background (``tests/book_runs.py``); not for
+    ``--collect-only``."""
+    if session.config.option.collectonly:
+        return
     for module in {item.module for item in session.items if getattr(item.module, "BOOK_CHAPTER_TESTS", False)}:
         module.submit_selected(session.items)
 

@@ -1,9 +1,12 @@
 """The built book renders offline in headless Chromium: MathJax typesets the math and a figure is shown.
 
 A two-page copy of the book (``quickstart.ipynb`` with math and a figure, and the references page that its
-citations need) is built with the real
-``_config.yml`` and the vendored JavaScript (``make vendor``), then each page is loaded from disk in Chromium with
-all network access disabled, and the rendered DOM is inspected.  Without a ``chromium`` on PATH the rendering tests
+citations need) is built with the real ``_config.yml`` and the vendored JavaScript (``make vendor``), then each page
+is loaded from disk in Chromium with all network access disabled, and the rendered DOM is inspected.  The chapter is
+not executed a second time: the copy is the one ``make test`` executed in the background as ``make book`` does
+(``tests/book_runs.py``), built with the configuration's ``execute_notebooks`` set to ``off`` (myst-nb then renders
+the stored outputs and glued values, as it does after executing).  These tests run after the others
+(``conftest.py``: ``AFTER_CHAPTERS``), when the execution is done.  Without a ``chromium`` on PATH the rendering tests
 skip with the reason (install the Debian package ``chromium``); under ``FGCAM_REQUIRE_ALL=1`` (.ci/run) they fail.
 """
 import re
@@ -12,12 +15,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import nbformat
 import pytest
+import yaml
 
+import book_runs
 from conftest import require
 
 BOOK = Path(__file__).resolve().parents[1] / "book"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+AFTER_CHAPTERS = True  # conftest.py: run these tests last, when the background executions are done
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +32,17 @@ def built(tmp_path_factory):
     if not (BOOK / "_wstatic" / "mathjax" / "tex-mml-chtml.js").exists():
         pytest.fail("book/_wstatic is missing: run `make vendor` (make test does it)")
     root = tmp_path_factory.mktemp("book")
-    for name in ("_config.yml", "quickstart.ipynb", "references.bib", "references.md"):
+    config = yaml.safe_load((BOOK / "_config.yml").read_text())
+    try:
+        executed = book_runs.executed("quickstart")
+    except KeyError:  # this file run on its own: execute the chapter now, as make book does
+        book_runs.start(["quickstart"], {"quickstart": 1}, config["execute"]["timeout"])
+        executed = book_runs.executed("quickstart")
+    assert executed is not None, f"quickstart failed to execute:\n{book_runs.result('quickstart')[0][1]}"
+    nbformat.write(executed, root / "quickstart.ipynb")
+    config["execute"]["execute_notebooks"] = "off"
+    (root / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+    for name in ("references.bib", "references.md"):
         shutil.copy(BOOK / name, root / name)
     for folder in ("_wstatic", "_ext"):
         shutil.copytree(BOOK / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))

@@ -21,6 +21,7 @@ import pytest
 import torch
 
 from fgcam import experiments as E
+from fgcam import metrics as M
 from fgcam.models import build_shapes_vgg16bn
 
 from conftest import PUBLISHED_CSV
@@ -91,8 +92,9 @@ def run_inproc(out, n=6, batch_size=2, threads=1, **kw):
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
+        kw.setdefault("metric_batch_size", 64)
         cfg = E.EvalConfig(out=out, methods=kw.pop("methods", METHODS), layers=kw.pop("layers", LAYERS),
-                           batch_size=batch_size, quiet=True, metric_batch_size=64, **kw)
+                           batch_size=batch_size, quiet=True, **kw)
         return E.evaluate(cfg, model=tiny_model(), source=TinySource(n, n_localisation=kw.get("n_localisation")))
     finally:
         torch.set_num_threads(old)
@@ -303,6 +305,19 @@ def test_a_store_refuses_other_settings(tmp_path):
         run_inproc(tmp_path, n=2, metrics=["nope"])
     with pytest.raises(E.UsageError, match="unknown layer 'features.99'"):
         run_inproc(tmp_path, n=2, layers=["features.99"])
+
+
+def test_metric_batch_size_auto(tmp_path):
+    """Without a metric batch size the runner sizes it from the model (metrics.forward_batch_size), records it in
+    runs.jsonl, and the rows are those of any other batch size."""
+    grid = dict(n=3, methods=["Grad-CAM", "LRP"], layers=["Layer13", "Input"], metrics=["adai", "insdel"])
+    run_inproc(tmp_path / "auto", metric_batch_size=None, **grid)
+    run_inproc(tmp_path / "one", metric_batch_size=1, **grid)
+    # float32 convolutions sum in a batch-dependent order: equal within 1e-4 (Average Drop is in percent)
+    assert_same_rows(E.read_rows(tmp_path / "auto"), E.read_rows(tmp_path / "one"), tol=1e-4)
+    record = json.loads((tmp_path / "auto" / "runs.jsonl").read_text().splitlines()[-1])
+    assert record["metric_batch_size"] == M.forward_batch_size(tiny_model(), (3, 32, 32)) > 1
+    assert json.loads((tmp_path / "one" / "runs.jsonl").read_text())["metric_batch_size"] == 1
 
 
 def test_one_run_per_store_at_a_time(tmp_path):

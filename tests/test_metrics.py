@@ -312,6 +312,17 @@ def test_average_drop_increase_batching_and_blur():
     torch.testing.assert_close(single["O"][0], ref["O"][3])
 
 
+def test_forward_batch_size_from_the_largest_activation():
+    """small_cnn on 3x16x16: its largest leaf output is the first convolution's 4x16x16 floats (4,096 bytes)."""
+    model = small_cnn().train()
+    assert M.forward_batch_size(model, (3, 16, 16), budget=10_000) == 2
+    assert M.forward_batch_size(model, (3, 16, 16), budget=4096) == 1
+    assert M.forward_batch_size(model, (3, 16, 16), budget=100) == 1  # at least one image
+    assert M.forward_batch_size(model, (3, 16, 16)) == M.FORWARD_BYTES_BUDGET // 4096
+    assert M.forward_batch_size(model.double(), (3, 16, 16), budget=16_384) == 2  # 8-byte elements
+    assert model.training and all(m.training for m in model.modules())  # the pass ran in eval mode, restored
+
+
 def test_model_mode_restored_and_eval_used():
     model = small_cnn().train()
     model[0].eval()  # mixed modes must be restored exactly

@@ -168,6 +168,7 @@ def test_a_slow_cell_is_an_error(tmp_path, kernel_env):
 
 
 BOOK_CHAPTER_TESTS = True  # conftest.py: submit this module's selected chapters when collection finishes
+AFTER_CHAPTERS = True  # conftest.py: run this module's tests last (most wait for the chapters' executions)
 
 
 def submit_selected(items) -> None:
