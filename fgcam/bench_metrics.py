@@ -39,9 +39,15 @@ def _input(size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def run(model_name: str, batch_sizes=DEFAULT_BATCHES, rounds: int = 3, out=sys.stdout) -> list[dict]:
-    """Time the cases for one model; returns one dict per case and prints a table."""
-    model = models.load(model_name).eval()
-    size = models.card(model_name)["input"]["shape"][-1]
+    """Time the cases for one bundled model; returns one dict per case and prints a table."""
+    return time_cases(models.load(model_name), model_name, models.card(model_name)["input"]["shape"][-1],
+                      batch_sizes, rounds, out)
+
+
+def time_cases(model: torch.nn.Module, model_name: str, size: int, batch_sizes=DEFAULT_BATCHES, rounds: int = 3,
+               out=sys.stdout) -> list[dict]:
+    """Time the cases for ``model`` on ``size`` x ``size`` inputs (:func:`run`)."""
+    model = model.eval()
     x, sal = _input(size)
     auto = M.forward_batch_size(model, x.shape[1:])
     flat = model

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from fgcam import bench
+from fgcam import metrics as M
 
 LAYERS = '''
 from torch import nn
@@ -259,3 +260,22 @@ def test_explain_throughput_on_a_small_model(small_half_vgg):
     res = bench.explain_throughput(small_half_vgg, bench.smooth_images(2, 32), "fg-grad-cam", "features.13",
                                    repeats=1)
     assert res["batch"] == 2 and res["device"] == "cpu" and res["images_per_s"] > 0
+
+
+def test_bench_metrics_prints_every_case(capsys):
+    """fgcam.bench_metrics times each batch size on both memory formats (a small CNN on 32 x 32, one round)."""
+    from fgcam import bench_metrics
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1),
+                          nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5))
+    res = bench_metrics.time_cases(model, "small", 32, ("64", "auto"), rounds=1)
+    out = capsys.readouterr().out
+    assert [(r["batch"], r["format"]) for r in res] == [("64", "channels-last"), ("auto", "channels-last"),
+                                                         ("64", "contiguous"), ("auto", "contiguous")]
+    largest = 8 * 32 * 32 * 4  # bytes: the first convolution's output for one image
+    assert res[1]["batch_size"] == M.forward_batch_size(model, (3, 32, 32)) == M.FORWARD_BYTES_BUDGET // largest
+    assert res[0]["speedup"] == 1.0 and all(r["seconds"] > 0 and len(r["rounds"]) == 1 for r in res)
+    assert out.count("\n    64 ") == 2 and out.count("\n  auto ") == 2 and "auto batch = 512" in out
+    with pytest.raises(SystemExit):
+        bench_metrics.main(["--batch-sizes", "0"])
