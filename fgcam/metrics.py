@@ -331,7 +331,7 @@ def forward_batch_size(model: nn.Module, image_shape, budget: int = FORWARD_BYTE
 
     One forward pass of a zero image of ``image_shape`` (``[C, H, W]``, on the model's device and dtype, under
     ``torch.no_grad()``) measures the largest output of any leaf module per image.  For forward passes on the CPU
-    (see :data:`FORWARD_BYTES_BUDGET`); CUDA's caching allocator keeps its blocks, and larger batches pay there.
+    (see :data:`FORWARD_BYTES_BUDGET`); CUDA's caching allocator keeps its blocks, so the budget is not meant for it.
     """
     largest = [0]
 
