@@ -26,16 +26,16 @@ import torch
 
 from fgcam import metrics as M
 from fgcam import models
+from fgcam.bench import smooth_images
 
 DEFAULT_MODELS = ("mobilenet_v1_0.75_192", "mobilenet_v2_1.0_224")
 DEFAULT_BATCHES = ("128", "auto")  # the runner's old default (128, channels-last) first: the ratios' reference
 
 
 def _input(size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    low = torch.randn(1, 3, size // 8, size // 8, generator=g)
-    x = torch.nn.functional.interpolate(low, size=(size, size), mode="bicubic", align_corners=False)
-    return x, torch.rand(1, size // 16, size // 16, generator=g)
+    """One smooth random image (:func:`fgcam.bench.smooth_images`) and a random saliency map at 1/16 of its size."""
+    sal = torch.rand(1, size // 16, size // 16, generator=torch.Generator().manual_seed(seed))
+    return smooth_images(1, size, seed), sal
 
 
 def run(model_name: str, batch_sizes=DEFAULT_BATCHES, rounds: int = 3, out=sys.stdout) -> list[dict]:
@@ -50,17 +50,16 @@ def time_cases(model: torch.nn.Module, model_name: str, size: int, batch_sizes=D
     model = model.eval()
     x, sal = _input(size)
     auto = M.forward_batch_size(model, x.shape[1:])
-    flat = model
     last = copy.deepcopy(model).to(memory_format=torch.channels_last)
     cases = [(b, fmt) for fmt in ("channels-last", "contiguous") for b in batch_sizes]
     with torch.no_grad():
-        target = flat(x).argmax(1)
+        target = model(x).argmax(1)
     times = {c: [] for c in cases}
     kernel = {c: [] for c in cases}
     for k in range(rounds + 1):  # round 0 warms up, untimed
         for b, fmt in (cases if k % 2 == 0 else cases[::-1]):
             bs = auto if b == "auto" else int(b)
-            m, xi = (last, x.contiguous(memory_format=torch.channels_last)) if fmt == "channels-last" else (flat, x)
+            m, xi = (last, x.contiguous(memory_format=torch.channels_last)) if fmt == "channels-last" else (model, x)
             r0 = resource.getrusage(resource.RUSAGE_SELF)
             t0 = time.perf_counter()
             M.insertion_deletion(m, xi, sal, target=target, batch_size=bs)

@@ -82,17 +82,20 @@ def start(chapters: list[str], runs: dict[str, int], timeout: int) -> None:
 
 def result(chapter: str) -> list[tuple[float, str | None, object]]:
     """The runs of ``chapter`` (waits for them); a ``KeyError`` if :func:`start` did not submit it."""
-    if chapter not in _futures:
-        raise KeyError(f"{chapter} was not submitted: call book_runs.start first")
-    return _futures[chapter].result()[0]
+    return _outcome(chapter)[0]
 
 
 def executed(chapter: str):
     """The notebook of ``chapter``'s first run, executed (waits for it); None if that run failed.  A ``KeyError``
     if :func:`start` did not submit it."""
+    return _outcome(chapter)[1]
+
+
+def _outcome(chapter: str):
+    """What :func:`run_chapter` returned for ``chapter`` (waits for it)."""
     if chapter not in _futures:
         raise KeyError(f"{chapter} was not submitted: call book_runs.start first")
-    return _futures[chapter].result()[1]
+    return _futures[chapter].result()
 
 
 def summary() -> str | None:
