@@ -79,8 +79,9 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--out", "-o", type=Path, required=True, help="results store folder")
     e.add_argument("--batch-size", type=int, default=16, help="images per explain call (default 16)")
     e.add_argument("--metric-batch-size", type=int, default=None,
-                   help="perturbed images per forward pass in the metrics (default: as many as keep the largest "
-                        "activation of a pass within 16 MiB, fgcam.metrics.forward_batch_size)")
+                   help="perturbed images per forward pass in the metrics (default on the CPU: as many as keep "
+                        "the largest activation of a pass within 16 MiB, fgcam.metrics.forward_batch_size; "
+                        "elsewhere 128)")
     e.add_argument("--score-batch-size", type=int, default=None,
                    help="masked images per forward pass in Score-CAM (default: as --metric-batch-size)")
     e.add_argument("--target", choices=("predicted", "label"), default="predicted",

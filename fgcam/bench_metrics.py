@@ -80,7 +80,7 @@ def time_cases(model: torch.nn.Module, model_name: str, size: int, batch_sizes=D
                "seconds": t, "kernel_seconds": statistics.median(kernel[(b, fmt)]), "speedup": base / t,
                "rounds": times[(b, fmt)]}
         res.append(row)
-        print(f"{b:>6s} {fmt:14s} {t:8.2f} {3600 / t:9.0f} {row['kernel_seconds']:9.2f} {base / t:8.2f}x", file=out)
+        print(f"{str(b):>6s} {fmt:14s} {t:8.2f} {3600 / t:9.0f} {row['kernel_seconds']:9.2f} {base / t:8.2f}x", file=out)
     return res
 
 

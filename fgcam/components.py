@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .metrics import default_batch_size
 from .rules import safe_divide
 
 
@@ -56,10 +57,13 @@ def score_cam_masks(A: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return safe_divide(flat - lo, den).view_as(up)
 
 
-def _masked_probabilities(model, images: torch.Tensor, A: torch.Tensor, batch_size: int):
+def _masked_probabilities(model, images: torch.Tensor, A: torch.Tensor, batch_size: int | None):
     """Yield ``(slice, owner, softmax(f(x * M_k)))`` over the ``B x C`` masked images, in chunks of ``batch_size``
-    (row ``i`` of the flattened ``[B * C]`` order is image ``owner[i]`` with the mask of channel ``i mod C``)."""
+    (row ``i`` of the flattened ``[B * C]`` order is image ``owner[i]`` with the mask of channel ``i mod C``); ``None``:
+    :func:`fgcam.metrics.default_batch_size` (the weights do not depend on it)."""
     b, c = A.shape[:2]
+    if batch_size is None:
+        batch_size = default_batch_size(model, images)
     flat_masks = score_cam_masks(A, images.shape[-2:]).reshape(b * c, 1, *images.shape[-2:])
     owner = torch.arange(b, device=images.device).repeat_interleave(c)
     for start in range(0, b * c, batch_size):
@@ -69,11 +73,12 @@ def _masked_probabilities(model, images: torch.Tensor, A: torch.Tensor, batch_si
 
 @torch.no_grad()
 def score_cam_weights(model, images: torch.Tensor, A: torch.Tensor, target: torch.Tensor,
-                      batch_size: int = 32) -> torch.Tensor:
+                      batch_size: int | None = None) -> torch.Tensor:
     """Score-CAM (Wang et al. 2020), reference semantics: ``alpha_k = softmax(f(x * M_k))[c]`` with ``M_k`` from
     :func:`score_cam_masks`; no baseline subtraction and no normalisation across channels.
 
-    All ``B x C`` masked images are run in chunks of ``batch_size``.  Returns ``[B, C]``.
+    All ``B x C`` masked images are run in chunks of ``batch_size`` (None: as the metrics' default,
+    :func:`fgcam.metrics.default_batch_size`).  Returns ``[B, C]``.
     """
     b, c = A.shape[:2]
     weights = torch.empty(b * c, dtype=images.dtype, device=images.device)
@@ -85,7 +90,8 @@ def score_cam_weights(model, images: torch.Tensor, A: torch.Tensor, target: torc
 
 @torch.no_grad()
 def score_cam_contrast_weights(model, images: torch.Tensor, A: torch.Tensor, target: torch.Tensor,
-                               coefficients: torch.Tensor, batch_size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+                               coefficients: torch.Tensor,
+                               batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Score-CAM weights of the target and of a dual output from the same masked forward passes (class-contrastive
     components, beyond the paper): ``alpha_k = p_t(x * M_k)`` as :func:`score_cam_weights` and
     ``alpha^d_k = sum_n c_n p_n(x * M_k)`` with ``coefficients`` ``c`` ``[B, K]``

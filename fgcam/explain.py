@@ -75,7 +75,7 @@ METHODS: dict[str, Method] = {
     **{k: Method(k, "lrp", k) for k in ("lrp", "clrp", "sglrp")},
 }
 
-_OPTIONS = {"zb_bounds": "image", "bn": "pass", "score_batch_size": 32, "rules": None, "zero_denominator": "drop"}
+_OPTIONS = {"zb_bounds": "image", "bn": "pass", "score_batch_size": None, "rules": None, "zero_denominator": "drop"}
 
 
 def default_cam_layer(model: nn.Module) -> str:
@@ -484,7 +484,8 @@ def explain(model: nn.Module, images: torch.Tensor, method: str, layer: str, tar
         the weights again (the same map, bit for bit); an error for LRP methods or when any of these differ.
     options: ``zb_bounds`` (``"image"``: per-image global min/max as the reference; ``("box", mean, std)``;
         ``(low, high)``), ``bn`` (``"pass"`` as the reference, or ``"fold"`` into the preceding conv),
-        ``score_batch_size`` (masked images per forward pass for Score-CAM), ``rules`` (extra type -> rule),
+        ``score_batch_size`` (masked images per forward pass for Score-CAM; None, the default:
+        :func:`fgcam.metrics.default_batch_size`), ``rules`` (extra type -> rule),
         ``zero_denominator`` (``"drop"``: the reference's ``0/0 := 0``; ``"flat"`` or ``"w2"``: spread the
         relevance of a zero denominator over its window, :mod:`fgcam.conservation`).
 

@@ -41,6 +41,7 @@ import contextlib
 import copy
 import dataclasses
 import math
+import weakref
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -353,9 +354,35 @@ def forward_batch_size(model: nn.Module, image_shape, budget: int = FORWARD_BYTE
     return max(1, int(budget) // max(1, largest[0]))
 
 
-def _check_batch_size(batch_size: int):
+#: Images per forward pass off the CPU when the caller gives no batch size (CUDA's caching allocator keeps its blocks,
+#: so :data:`FORWARD_BYTES_BUDGET` does not apply there).
+DEVICE_BATCH_SIZE = 128
+
+_measured: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {(shape, dtype, device): batch size}
+
+
+def default_batch_size(model: nn.Module, images: Tensor) -> int:
+    """Images per forward pass when the caller gives none (``batch_size=None`` in this module's metrics,
+    ``score_batch_size=None`` in Score-CAM, the runner's defaults): :func:`forward_batch_size` for ``images``' shape
+    on the CPU, measured once per model, image shape, dtype and device; :data:`DEVICE_BATCH_SIZE` elsewhere.
+
+    The batch size changes only the speed, never a result (each image's passes are independent of the others')."""
+    if images.device.type != "cpu":
+        return DEVICE_BATCH_SIZE
+    key = (tuple(images.shape[1:]), images.dtype, str(images.device))
+    known = _measured.setdefault(model, {})
+    if key not in known:
+        known[key] = forward_batch_size(model, images.shape[1:])
+    return known[key]
+
+
+def _batch_size(model: nn.Module, images: Tensor, batch_size: int | None) -> int:
+    """``batch_size`` checked (>= 1), or :func:`default_batch_size` when None."""
+    if batch_size is None:
+        return default_batch_size(model, images)
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    return int(batch_size)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -364,7 +391,7 @@ def _check_batch_size(batch_size: int):
 
 
 def average_drop_increase(model: nn.Module, images: Tensor, saliency: Tensor, target=None,
-                          protocol: str | Protocol = "fgcam-paper", batch_size: int = 64) -> dict:
+                          protocol: str | Protocol = "fgcam-paper", batch_size: int | None = None) -> dict:
     """Average Drop and Average Increase (FG-CAM paper Tables 1 and 4; Chattopadhay et al. 2018, Grad-CAM++).
 
     ``Y_i`` is the softmax score of the target on image i, ``O_i`` the score on the perturbed image;
@@ -384,8 +411,8 @@ def average_drop_increase(model: nn.Module, images: Tensor, saliency: Tensor, ta
     """
     p = get_protocol(protocol)
     images = _check_images(images)
-    _check_batch_size(batch_size)
     sal = _prepare_saliency(saliency, images)
+    batch_size = _batch_size(model, images, batch_size)
     n, _, h, w = images.shape
     with torch.no_grad(), _eval_mode(model):
         tgt, Y = _resolve_target(model, images, target, batch_size)
@@ -445,7 +472,7 @@ def _causal_curve(model, start: Tensor, finish: Tensor, ranks: Tensor, step: int
 
 
 def insertion_deletion(model: nn.Module, images: Tensor, saliency: Tensor, target=None,
-                       protocol: str | Protocol = "fgcam-paper", batch_size: int = 64) -> dict:
+                       protocol: str | Protocol = "fgcam-paper", batch_size: int | None = None) -> dict:
     """Insertion, deletion and Over-all (FG-CAM paper Tables 2 and 5; Petsiuk et al. 2018, RISE).
 
     Pixels are ranked by saliency (stable descending sort: ties keep raster order). With ``step =
@@ -460,15 +487,16 @@ def insertion_deletion(model: nn.Module, images: Tensor, saliency: Tensor, targe
     ``x = s / steps`` in [0, 1] with equally spaced points (also with a partial last step), i.e. RISE's ``auc``.
     ``overall = insertion - deletion`` (Zhang et al. 2021, as used by the FG-CAM paper).
 
-    All (image, step) pairs are batched ``batch_size`` forward passes at a time (results do not depend on it).
+    All (image, step) pairs are batched ``batch_size`` forward passes at a time (results do not depend on it;
+    None: :func:`default_batch_size`).
 
     Returns a dict: ``insertion``, ``deletion``, ``overall`` (``[N]``), ``insertion_curve``, ``deletion_curve``
     (``[N, steps + 1]``), ``target`` (``[N]``), ``steps`` (int), ``protocol`` (``as_dict()``).
     """
     p = get_protocol(protocol)
     images = _check_images(images)
-    _check_batch_size(batch_size)
     sal = _prepare_saliency(saliency, images)
+    batch_size = _batch_size(model, images, batch_size)
     _, _, h, w = images.shape
     step = p.pixels_per_step
     steps = math.ceil(h * w / step)

@@ -100,8 +100,8 @@ class EvalConfig:
     n_localisation: int | None = None  # overrides n for the pointing game
     seed: int = 0
     batch_size: int = 16  # images per unit (one explain call)
-    metric_batch_size: int | None = None  # images per pass in the metrics; None: metrics.forward_batch_size (CPU), 128
-    score_batch_size: int | None = None  # masked images per pass in Score-CAM; None: as metric_batch_size, 64 off CPU
+    metric_batch_size: int | None = None  # images per pass in the metrics; None: metrics.default_batch_size
+    score_batch_size: int | None = None  # masked images per pass in Score-CAM; None: metrics.default_batch_size
     target: str = "predicted"  # "predicted" (arg-max on the clean image, as the paper) or "label"
     device: str | None = None
     channels_last: bool | None = None  # metrics' forward passes on a channels-last copy; None: on CPU only
@@ -276,10 +276,9 @@ def _evaluate(config, metrics, grid, device, world, model, source, t0) -> dict:
             batch = source.load(positions)
             shared: dict = {}  # this batch's channel weights shared by its settings (_shared_weights)
             images = batch["images"].to(device)
-            if explainer is None:
-                on_cpu = torch.device(device).type == "cpu"  # elsewhere the allocator keeps its blocks
-                config = replace(config, **{k: M.forward_batch_size(model, images.shape[1:]) if on_cpu else big
-                                            for k, big in (("metric_batch_size", 128), ("score_batch_size", 64))
+            if explainer is None:  # the batch sizes not given: measured from the model (recorded in runs.jsonl)
+                config = replace(config, **{k: M.default_batch_size(model, images)
+                                            for k in ("metric_batch_size", "score_batch_size")
                                             if getattr(config, k) is None})
                 explainer = Explainer(model, score_batch_size=int(config.score_batch_size))
             with torch.no_grad():

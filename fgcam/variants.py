@@ -120,9 +120,8 @@ def _photo_values(model, variant: Variant, image, target, module, layer) -> dict
     t = torch.as_tensor([target])
     maps, reached = variant.explain(model, x, module, t, report=True)
     setting = Setting(variant.name, variant.method, False, layer, module)
-    bs = M.forward_batch_size(model, x.shape[1:]) if x.device.type == "cpu" else 64  # see fgcam.bench_metrics
-    ins = M.insertion_deletion(model, x, maps, target=t, protocol=protocol_for(setting, "insdel"), batch_size=bs)
-    ad = M.average_drop_increase(model, x, maps, target=t, protocol=protocol_for(setting, "adai"), batch_size=bs)
+    ins = M.insertion_deletion(model, x, maps, target=t, protocol=protocol_for(setting, "insdel"))
+    ad = M.average_drop_increase(model, x, maps, target=t, protocol=protocol_for(setting, "adai"))
     return {"insertion": float(ins["insertion"][0]), "deletion": float(ins["deletion"][0]),
             "overall": float(ins["overall"][0]), "average_drop_pct": 100.0 * float(ad["drop"][0]),
             "average_increase_pct": 100.0 * float(ad["increase"][0]),

@@ -323,6 +323,38 @@ def test_forward_batch_size_from_the_largest_activation():
     assert model.training and all(m.training for m in model.modules())  # the pass ran in eval mode, restored
 
 
+def test_default_batch_size_is_measured_once_per_shape_on_the_cpu():
+    """``batch_size=None`` (the metrics' and Score-CAM's default): forward_batch_size of the images' shape on the CPU,
+    probed once per model, image shape and dtype; DEVICE_BATCH_SIZE off the CPU, with no probe; results as with any
+    other batch size."""
+    from fgcam import components as comp
+
+    model = small_cnn()
+    probes = []
+    model.register_forward_hook(lambda m, args, out: probes.append(args[0].shape[0]))
+    x = torch.randn(3, 3, 16, 16)
+    assert M.default_batch_size(model, x) == M.FORWARD_BYTES_BUDGET // 4096 and probes == [1]
+    assert M.default_batch_size(model, x[:1]) == M.FORWARD_BYTES_BUDGET // 4096 and probes == [1]  # remembered
+    assert M.default_batch_size(model, torch.randn(1, 3, 8, 8)) == M.FORWARD_BYTES_BUDGET // 1024
+    assert M.default_batch_size(small_cnn().double(), x.double()) == M.FORWARD_BYTES_BUDGET // 8192
+    assert probes == [1, 1]
+    assert M.default_batch_size(model, torch.empty(2, 3, 16, 16, device="meta")) == M.DEVICE_BATCH_SIZE
+    assert probes == [1, 1]
+
+    p = M.Protocol(pixels_per_step=64)
+    sal = torch.rand(3, 16, 16)
+    for metric in (M.insertion_deletion, M.average_drop_increase):
+        auto, one = metric(model, x, sal, protocol=p), metric(model, x, sal, protocol=p, batch_size=1)
+        for k in auto:
+            if isinstance(auto[k], torch.Tensor):
+                torch.testing.assert_close(auto[k], one[k], rtol=1e-5, atol=1e-6)
+        with pytest.raises(ValueError, match="batch_size must be >= 1, got 0"):
+            metric(model, x, sal, protocol=p, batch_size=0)
+    A, t = torch.rand(3, 4, 4, 4), torch.tensor([0, 2, 1])
+    torch.testing.assert_close(comp.score_cam_weights(model, x, A, t), comp.score_cam_weights(model, x, A, t, 1),
+                               rtol=1e-5, atol=1e-6)
+
+
 def test_model_mode_restored_and_eval_used():
     model = small_cnn().train()
     model[0].eval()  # mixed modes must be restored exactly
