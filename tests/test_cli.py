@@ -24,7 +24,7 @@ from fgcam.__main__ import main
 try:
     from tests.test_experiments import tiny_model
 except ImportError:
-    from test_experiments import tiny_model
+    from tiny_eval import tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
 CARD = {"classes": ["a", "b", "c", "d", "e"], "input_size": [3, 64, 64], "mean": [0.485, 0.456, 0.406],

@@ -24,7 +24,7 @@ from fgcam.lrp import output_relevance
 from fgcam.propagation import box_bounds
 
 from conftest import randomise_batchnorm, resnet_features, zennit_fgcam_map
-from test_experiments import TinySource, tiny_model
+from tiny_eval import TinySource, tiny_model
 
 
 def _smooth(n, size, seed, channels=3):
