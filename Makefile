@@ -13,13 +13,11 @@ WSTATIC := book/_wstatic
 
 install: $(STAMP)
 
-# --no-compile: pip would byte-compile every installed module (over a minute, torch's CUDA build included); Python
-# compiles the modules a run imports when it first imports them.
 # The kernelspec `python3` in the venv makes every notebook run on this environment's Python (it takes precedence
 # over a user-wide `python3` kernelspec, which would otherwise run the chapters on another interpreter).
 $(STAMP): requirements.txt constraints.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --no-compile -r requirements.txt
+	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q --no-deps -e .
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (fgcam .venv)" >/dev/null
 	touch $(STAMP)
