@@ -13,11 +13,15 @@ WSTATIC := book/_wstatic
 
 install: $(STAMP)
 
+# The byte-code is compiled on all cores (pip compiles on one: about 25 s longer on 2 cores).  It must be compiled:
+# where PYTHONDONTWRITEBYTECODE is set, each process would compile what it imports again (torch's one file written for
+# Python 3.12 is skipped).
 # The kernelspec `python3` in the venv makes every notebook run on this environment's Python (it takes precedence
 # over a user-wide `python3` kernelspec, which would otherwise run the chapters on another interpreter).
 $(STAMP): requirements.txt constraints.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-compile -r requirements.txt
+	$(PY) -m compileall -q -j 0 -x py312_intrinsics $$($(PY) -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
 	$(PY) -m pip install -q --no-deps -e .
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (fgcam .venv)" >/dev/null
 	touch $(STAMP)

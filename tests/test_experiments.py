@@ -315,7 +315,7 @@ def test_score_cam_weights_once_per_batch(tmp_path, monkeypatch):
 
 def test_resume_after_sigkill(tmp_path, runner):
     """Kill a real run with SIGKILL at a random moment mid-run, run it again: every row exactly once."""
-    n, out = 16, tmp_path / "killed"
+    n, out = 8, tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, str(runner), str(out), str(n), "2"], env=_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 120
