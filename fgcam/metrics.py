@@ -366,7 +366,8 @@ def default_batch_size(model: nn.Module, images: Tensor) -> int:
     ``score_batch_size=None`` in Score-CAM, the runner's defaults): :func:`forward_batch_size` for ``images``' shape
     on the CPU, measured once per model, image shape, dtype and device; :data:`DEVICE_BATCH_SIZE` elsewhere.
 
-    The batch size changes only the speed, never a result (each image's passes are independent of the others')."""
+    The batch size changes the speed, not the results: each image's passes are independent of the others' (up to
+    float rounding: a batched convolution may sum in another order)."""
     if images.device.type != "cpu":
         return DEVICE_BATCH_SIZE
     key = (tuple(images.shape[1:]), images.dtype, str(images.device))
