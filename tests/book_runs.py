@@ -10,10 +10,6 @@ book's per-cell timeout, ``book/_ext/shell_wakeup.py`` installed), with this che
 ``PYTHONPATH`` and ``OMP_NUM_THREADS=1`` (unless set), since the kernels share the cores with each other and with the
 tests.  A chapter's runs (the explorer's three) are in a row, in one worker.  The workers are spawned, not forked: a
 forked worker would share the parent's asyncio event loop (its epoll instance) with its siblings.
-
-The workers and their kernels run at a lower priority (:data:`NICENESS`): the other tests, one after the other in the
-main process, are the longer path of ``make test``, so they get a core whenever they need one, and the chapters use
-the rest (their budgets in ``tests/test_notebooks.py`` leave room for that).
 """
 from __future__ import annotations
 
@@ -30,9 +26,6 @@ import build_book  # noqa: E402  (tools/: make book's wrapper, whose FGCAM_BOOK_
 
 #: Worker processes (``FGCAM_BOOK_JOBS``, default the core count, as ``make book``).
 JOBS = build_book.jobs()
-
-#: Niceness of the workers (inherited by their kernels).
-NICENESS = 10
 
 _pool: concurrent.futures.ProcessPoolExecutor | None = None
 _futures: dict[str, concurrent.futures.Future] = {}
@@ -77,17 +70,11 @@ def run_chapter(chapter: str, runs: int, timeout: int) -> tuple[list[tuple[float
     return out, first
 
 
-def _lower_priority() -> None:
-    """A worker's initializer: niceness at least :data:`NICENESS`."""
-    os.setpriority(os.PRIO_PROCESS, 0, max(os.getpriority(os.PRIO_PROCESS, 0), NICENESS))
-
-
 def start(chapters: list[str], runs: dict[str, int], timeout: int) -> None:
     """Submit ``chapters`` (in this order) to the pool; idempotent per chapter."""
     global _pool
     if _pool is None:
-        _pool = concurrent.futures.ProcessPoolExecutor(JOBS, mp_context=multiprocessing.get_context("spawn"),
-                                                       initializer=_lower_priority)
+        _pool = concurrent.futures.ProcessPoolExecutor(JOBS, mp_context=multiprocessing.get_context("spawn"))
     for chapter in chapters:
         if chapter not in _futures:
             _futures[chapter] = _pool.submit(run_chapter, chapter, runs[chapter], timeout)

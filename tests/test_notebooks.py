@@ -119,20 +119,6 @@ def test_book_reads_chapters_in_parallel(tmp_path):
     assert "PARALLEL 2" in out.stdout, out.stdout[-2000:] + out.stderr[-2000:]
 
 
-def test_chapter_workers_yield_the_cores():
-    """The chapters' workers run at niceness >= book_runs.NICENESS (their kernels inherit it), so that the other
-    tests, the longer path of ``make test``, are not slowed by them."""
-    import subprocess
-
-    import book_runs
-
-    code = (f"import os, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import book_runs; "
-            "book_runs._lower_priority(); book_runs._lower_priority(); print(os.getpriority(os.PRIO_PROCESS, 0))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert int(out.stdout) == max(book_runs.NICENESS, os.getpriority(os.PRIO_PROCESS, 0))
-
-
 def test_every_chapter_has_a_budget():
     assert sorted(BUDGET_S) == sorted(CHAPTERS)
     assert all(BUDGET_S[c] >= 0 for c in CHAPTERS)
