@@ -8,21 +8,22 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.fgcam-installed
 LAB_STAMP := $(VENV)/.fgcam-lab-installed
 WSTATIC := book/_wstatic
+UV := uv==0.13.9
 
 .PHONY: test book lab install vendor bench clean
 
 install: $(STAMP)
 
-# The byte-code is compiled on all cores (pip compiles on one: about 25 s longer on 2 cores).  It must be compiled:
-# where PYTHONDONTWRITEBYTECODE is set, each process would compile what it imports again (torch's one file written for
-# Python 3.12 is skipped).
+# uv (pinned above, installed with pip) installs the pinned requirements from where pip is configured to install from
+# (tools/uv_install.py): it unpacks and byte-compiles on every core, where pip uses one.  The byte-code must be
+# compiled: where PYTHONDONTWRITEBYTECODE is set, each process would compile what it imports again.
 # The kernelspec `python3` in the venv makes every notebook run on this environment's Python (it takes precedence
 # over a user-wide `python3` kernelspec, which would otherwise run the chapters on another interpreter).
 $(STAMP): requirements.txt constraints.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --no-compile -r requirements.txt
-	$(PY) -m compileall -q -j 0 -x py312_intrinsics $$($(PY) -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
-	$(PY) -m pip install -q --no-deps -e .
+	$(PY) -m pip install -q $(UV)
+	$(PY) tools/uv_install.py -q --compile-bytecode -r requirements.txt
+	$(PY) tools/uv_install.py -q --no-deps -e .
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (fgcam .venv)" >/dev/null
 	touch $(STAMP)
 
@@ -50,7 +51,7 @@ book: $(STAMP) $(WSTATIC)/.vendored
 
 # JupyterLab on book/, with this environment's Python as the kernel.  Pinned in requirements-lab.txt.
 $(LAB_STAMP): $(STAMP) requirements-lab.txt
-	$(PY) -m pip install -q -r requirements-lab.txt
+	$(PY) tools/uv_install.py -q --compile-bytecode -r requirements-lab.txt
 	touch $(LAB_STAMP)
 
 lab: $(LAB_STAMP)
