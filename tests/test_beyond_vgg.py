@@ -11,7 +11,7 @@ import torchvision
 from torch import nn
 
 import fgcam
-from fgcam import canonizers, zoo
+from fgcam import canonizers, metrics, zoo
 from fgcam.graph import ChainError, explaining, record, resolve_leaf
 from fgcam.propagation import image_bounds, propagate
 from fgcam.rules import AddShare, Context, Crop, ZPlus, dropped_relevance
@@ -408,9 +408,10 @@ def test_real_models_on_imagenet_samples():
     for name, low in (("mobilenet_v1_0.75_192", 0.6), ("mobilenet_v2_1.0_224", 0.7)):
         model = fgcam.models.load(name)
         correct = 0
+        batch = metrics.default_batch_size(model, fgcam.models.preprocess(name, samples[0][0]))
         with torch.no_grad():
-            for start in range(0, len(samples), 50):
-                chunk = samples[start:start + 50]
+            for start in range(0, len(samples), batch):
+                chunk = samples[start:start + batch]
                 x = torch.cat([fgcam.models.preprocess(name, path) for path, _ in chunk])
                 pred = model(x).argmax(1) - 1          # logit 0 is "background"
                 correct += int((pred == torch.tensor([c for _, c in chunk])).sum())

@@ -219,6 +219,22 @@ def _bundled_photo_folder(tmp_path: Path, model_name: str) -> Path:
     return folder
 
 
+def test_screening_keeps_the_correctly_classified_photos_at_any_batch_size(tmp_path, mobilenets):
+    """The grid's candidates: the bundled photos named by their predicted class are kept, the same photos renamed to
+    another class are not; the default batch (sized from the model) keeps what batches of 1 and 64 keep."""
+    model, spec = mobilenets[real.DEFAULT_MODEL]
+    folder = _bundled_photo_folder(tmp_path, real.DEFAULT_MODEL)
+    right = sorted(folder.iterdir())
+    for k, path in enumerate(right[:2]):
+        wrong_synset = SYNSETS[(SYNSETS.index(path.name.split("_")[0]) + 500) % 1000]
+        shutil.copy(path, folder / f"{wrong_synset}_wrong{k}.png")
+    photos = real.scan_photos(folder, check=False)
+    kept = real.correctly_classified(model, photos, spec)
+    assert sorted(p.path.name for p in kept) == sorted(p.name for p in right)
+    assert kept == real.correctly_classified(model, photos, spec, batch_size=1) \
+        == real.correctly_classified(model, photos, spec, batch_size=64)
+
+
 def test_real_profile_end_to_end(tmp_path):
     folder = _bundled_photo_folder(tmp_path, real.DEFAULT_MODEL)
     config = E.EvalConfig(out=tmp_path / "store", profile="real", images=folder, n=2, n_localisation=1,
