@@ -46,12 +46,14 @@ CHAPTERS = [f for f in [TOC["root"]] + [c["file"] for part in TOC["parts"] for c
             if (BOOK / f"{f}.ipynb").exists()]  # the front page is a notebook too
 
 #: Wall-clock budget of one execution of each chapter, in seconds: about 4x its time in a fresh-clone ``make test``
-#: (2026-12-02, 2 vCPUs, two chapters at a time beside the other tests, OMP_NUM_THREADS=1; the terminal summary of
-#: ``make test`` prints these times), at least 120 s, so that a stall or a large regression fails and a slower or
-#: busier machine does not.  Measured (s): real_imagenet 168, metric_settings 114, audit 89, exp_figures 53,
-#: explorer_static 47, exp_input 44, sanity 38, cam_family 37, exp_hidden 36, beyond_paper 27, localisation 26,
-#: real_benchmark 20, quickstart 18, fgcam_method 17, lrp_rules 17, explorer 16-19, denoising 15, intro 15.  With the
-#: ImageNet sample photos (CI) beyond_paper and real_benchmark also run a live check on them (about +40 s each, idle).
+#: (2 vCPUs, two chapters at a time beside the other tests, OMP_NUM_THREADS=1; the terminal summary of ``make test``
+#: prints these times), at least 120 s, so that a stall or a large regression fails and a slower or busier machine
+#: does not.  Set at 41d4e8d from that day's times (real_imagenet then took 168 s; its Score-CAM batches are smaller
+#: since).  Measured in three fresh-clone runs at 085cd70 (s): metric_settings 93-107, real_imagenet 86-97,
+#: audit 85-96, explorer_static 53-60, exp_figures 50-53, exp_input 40-42, sanity 34-40, cam_family 31-32,
+#: beyond_paper 29-30, exp_hidden 26-30, localisation 16-29, fgcam_method 19-25, quickstart 18-22, denoising 15-22,
+#: real_benchmark 16-19, explorer 12-18, lrp_rules 17-18, intro 16-18.  With the ImageNet sample photos (CI)
+#: beyond_paper and real_benchmark also run a live check on them (about +40 s each, idle).
 BUDGET_S = {
     "quickstart": 120,
     "cam_family": 150,
