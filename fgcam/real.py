@@ -278,12 +278,16 @@ def correctly_classified(model: nn.Module, photos: Sequence[Photo], spec: dict,
     :func:`fgcam.metrics.default_batch_size` (on the CPU, batches of 64 page-faulted their activations in at every
     pass: screening the 900 ImageNet sample photos took 34 s for MobileNet V1 and 76 s for V2, against 15 s and 25 s;
     the same photos are kept)."""
+    if not photos:
+        return []
     offset = label_offset(spec)
     p0 = next(model.parameters())
-    if batch_size is None and photos:
+    if batch_size is None:
         batch_size = default_batch_size(model, load_photos(list(photos[:1]), spec).to(p0.device))
+    if batch_size < 1:
+        raise ValueError(f"correctly_classified: batch_size must be at least 1, got {batch_size}")
     keep = []
-    for i in range(0, len(photos), batch_size or 1):
+    for i in range(0, len(photos), batch_size):
         chunk = list(photos[i:i + batch_size])
         with torch.no_grad():
             pred = model(load_photos(chunk, spec).to(p0.device)).argmax(1).cpu()

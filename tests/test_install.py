@@ -33,17 +33,19 @@ def test_pip_settings_become_uv_arguments_with_pips_precedence():
     assert config["find-links"] == "/opt/wheels"                 # PIP_* over install over global
     assert config["cert"] == "/etc/ssl/certs/ca-certificates.crt"
     args, env = uv_install.uv_arguments(config)
-    assert args == ["--extra-index-url", "file:///opt/pypi/simple", "--extra-index-url", "file:///opt/pypi-more/simple",
-                    "--find-links", "/opt/wheels", "--index-strategy", "unsafe-best-match",
-                    "-c", "/etc/xdg/pip/constraints.txt"]
+    assert args == ["--extra-index-url", "file:///opt/pypi/simple",
+                    "--extra-index-url", "file:///opt/pypi-more/simple", "--find-links", "/opt/wheels",
+                    "--index-strategy", "unsafe-best-match", "-c", "/etc/xdg/pip/constraints.txt"]
     assert env == {"SSL_CERT_FILE": "/etc/ssl/certs/ca-certificates.crt", "UV_HTTP_TIMEOUT": "180"}
 
 
 def test_no_pip_configuration_means_uvs_defaults():
     assert uv_install.uv_arguments(uv_install.read_pip_config("")) == ([], {})
     args, _ = uv_install.uv_arguments(uv_install.read_pip_config("global.index-url='https://mirror/simple'\n"
-                                                                 "global.no-index='true'\n"))
-    assert args == ["--index-url", "https://mirror/simple", "--no-index"]    # one index: uv's default strategy
+                                                                 "global.no-index='true'\n"
+                                                                 "global.trusted-host='mirror'\n"))
+    assert args == ["--index-url", "https://mirror/simple", "--no-index",    # one index: uv's default strategy
+                    "--allow-insecure-host", "mirror"]
 
 
 def test_this_machines_pip_configuration_is_read():

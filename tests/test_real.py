@@ -233,6 +233,9 @@ def test_screening_keeps_the_correctly_classified_photos_at_any_batch_size(tmp_p
     assert sorted(p.path.name for p in kept) == sorted(p.name for p in right)
     assert kept == real.correctly_classified(model, photos, spec, batch_size=1) \
         == real.correctly_classified(model, photos, spec, batch_size=64)
+    assert real.correctly_classified(model, [], spec) == []
+    with pytest.raises(ValueError, match="batch_size must be at least 1, got 0"):
+        real.correctly_classified(model, photos, spec, batch_size=0)
 
 
 def test_real_profile_end_to_end(tmp_path):

@@ -19,12 +19,14 @@ pip setting         uv argument
 ``find-links``      ``--find-links`` (each)
 ``no-index``        ``--no-index``
 ``constraint``      ``-c`` (each)
+``trusted-host``    ``--allow-insecure-host`` (each)
 ``cert``            the environment variable ``SSL_CERT_FILE`` (unless set)
 ``timeout``         the environment variable ``UV_HTTP_TIMEOUT`` (unless set); pip's ``default-timeout`` too
 ==================  =========================================================================================
 
-Every other setting (``disable-pip-version-check``, ...) has no effect on what is installed and is ignored.  Usage: ``python tools/uv_install.py [uv pip install arguments]``, with the environment's Python; the
-arguments go to ``uv pip install --python <that Python>`` after the translated ones.
+Every other setting (``disable-pip-version-check``, ...) has no effect on what is installed and is ignored.
+Usage: ``python tools/uv_install.py [uv pip install arguments]``, with the environment's Python; the arguments go to
+``uv pip install --python <that Python>`` after the translated ones.
 """
 from __future__ import annotations
 
@@ -71,6 +73,8 @@ def uv_arguments(config: dict[str, str]) -> tuple[list[str], dict[str, str]]:
         args.append("--no-index")
     for path in config.get("constraint", "").split():
         args += ["-c", path]
+    for host in config.get("trusted-host", "").split():
+        args += ["--allow-insecure-host", host]
     if "cert" in config:
         env["SSL_CERT_FILE"] = config["cert"]
     timeout = config.get("timeout", config.get("default-timeout"))
