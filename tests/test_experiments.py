@@ -344,6 +344,29 @@ def test_resume_after_sigkill(tmp_path, runner):
     assert_same_rows(E.read_rows(out), E.read_rows(ref))
 
 
+def test_sigterm_merges_and_records_the_stopped_run(tmp_path, runner):
+    """SIGTERM mid-run: the process exits with 128 + 15 after merging its shards and appending a run record that
+    says it was stopped, with its units, rows and speed; no row is lost or doubled."""
+    n, out = 8, tmp_path / "stopped"
+    proc = subprocess.Popen([sys.executable, str(runner), str(out), str(n), "2"], env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and not list((out / "shards").glob("*.jsonl")):
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before it could be stopped: " + proc.stderr.read().decode()[-2000:]
+    os.kill(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, proc.stderr.read().decode()[-2000:]
+    record = json.loads((out / "runs.jsonl").read_text().splitlines()[-1])
+    assert record["stopped"] == "SIGTERM"
+    keys = [r["key"] for r in raw_lines(out)]
+    assert not list((out / "shards").glob("*.jsonl")), "the stopped run merges its shards"
+    assert 0 < len(keys) == len(set(keys)) == record["total_rows"] < len(expected_keys(n))
+    assert set(keys) <= expected_keys(n)
+    assert record["units"] >= 1 and 0 < record["rows"] <= len(keys)
+    assert record["images_per_hour"] > 0 and 0 < record["forward_share"] <= 1
+
+
 def test_two_processes_equal_one(tmp_path, runner):
     """torchrun --nproc_per_node=2 (gloo, CPU) shards the batches and gives exactly the 1-process rows."""
     n = 10
