@@ -156,7 +156,9 @@ def evaluate(config: EvalConfig, model: nn.Module | None = None, source=None) ->
 
     ``model`` and ``source`` (an object with ``ids``, ``kinds``, ``has_masks``, ``load(positions)``) replace the
     profile's when given. Returns counts: ``units`` (computed here), ``skipped`` (already done), ``rows``
-    (written here), ``seconds``, and, on rank 0, ``total_rows`` (in the merged store).
+    (written here), ``seconds``, and, on rank 0, ``total_rows`` (in the merged store).  A single-process run
+    stopped by SIGTERM or SIGINT merges the store and records the run (``"stopped"`` in ``runs.jsonl``), then
+    raises ``SystemExit(143)`` or ``KeyboardInterrupt``.
     """
     t0 = time.time()
     metrics = _check_metrics(config.metrics)
