@@ -268,52 +268,50 @@ def _evaluate(config, metrics, grid, device, world, model, source, t0) -> dict:
     per_unit = {b: len(range(b * bs, min((b + 1) * bs, len(source.ids)))) / len(grid) for b in my_batches}
     bar = _progress(my_images, sum(per_unit[b] * (len(grid) - len(ss)) for b, ss in work), quiet)
     computed = rows_written = 0
-    stopped: _Stop | None = None
-    try:
-        with _StopSignals(world.size == 1) as signals, contextlib.ExitStack() as stack:
-            if bar is not None:
-                stack.callback(bar.close)
-            for b, settings in work:
-                if not settings:
-                    continue
+    with _StopSignals(world.size == 1) as signals, contextlib.ExitStack() as stack:
+        if bar is not None:
+            stack.callback(bar.close)
+        for b, settings in work:
+            if not settings:
+                continue
+            if config.max_units is not None and computed >= config.max_units:
+                break
+            positions = list(range(b * bs, min((b + 1) * bs, len(source.ids))))
+            batch = source.load(positions)
+            shared: dict = {}  # this batch's channel weights shared by its settings (_shared_weights)
+            images = batch["images"].to(device)
+            if explainer is None:  # the batch sizes not given: measured from the model (recorded in runs.jsonl)
+                config = replace(config, **{k: M.default_batch_size(model, images)
+                                            for k in ("metric_batch_size", "score_batch_size")
+                                            if getattr(config, k) is None})
+                explainer = Explainer(model, score_batch_size=int(config.score_batch_size))
+            with torch.no_grad():
+                prediction = model(images).argmax(1)
+            labels = torch.as_tensor(batch["labels"]).to(device)
+            targets = prediction if config.target == "predicted" else labels
+            if batch.get("targets") is not None:  # targets fixed by the source (grid cells); -1: the run's mode
+                fixed = torch.as_tensor(batch["targets"]).to(device)
+                targets = torch.where(fixed >= 0, fixed, targets)
+            for s in settings:
                 if config.max_units is not None and computed >= config.max_units:
                     break
-                positions = list(range(b * bs, min((b + 1) * bs, len(source.ids))))
-                batch = source.load(positions)
-                shared: dict = {}  # this batch's channel weights shared by its settings (_shared_weights)
-                images = batch["images"].to(device)
-                if explainer is None:  # the batch sizes not given: measured from the model (recorded in runs.jsonl)
-                    config = replace(config, **{k: M.default_batch_size(model, images)
-                                                for k in ("metric_batch_size", "score_batch_size")
-                                                if getattr(config, k) is None})
-                    explainer = Explainer(model, score_batch_size=int(config.score_batch_size))
-                with torch.no_grad():
-                    prediction = model(images).argmax(1)
-                labels = torch.as_tensor(batch["labels"]).to(device)
-                targets = prediction if config.target == "predicted" else labels
-                if batch.get("targets") is not None:  # targets fixed by the source (grid cells); -1: the run's mode
-                    fixed = torch.as_tensor(batch["targets"]).to(device)
-                    targets = torch.where(fixed >= 0, fixed, targets)
-                for s in settings:
-                    if config.max_units is not None and computed >= config.max_units:
-                        break
-                    if bar is not None:
-                        bar.set_postfix_str(f"{s.name} @ {s.layer}", refresh=False)
-                    rows = _run_unit(metric_model, explainer, s, todo(b, s), positions, batch, images, targets,
-                                     labels, prediction, source, config, common, shared)
-                    keys = sorted(r["key"] for r in rows)
-                    digest = hashlib.sha1("\n".join(keys).encode()).hexdigest()[:12]
-                    with signals.deferred():  # a stop signal waits until the shard is written and counted
-                        _write_shard(out, f"b{b:06d}-{s.slug.replace('@', '-at-')}-{digest}", rows)
-                        done.update(keys)
-                        computed += 1
-                        rows_written += len(rows)
-                        unit_images += len(positions)
-                    if bar is not None:
-                        bar.update(min(per_unit[b], bar.total - bar.n))  # float sums may overshoot the total
-    except _Stop as stop:  # SIGTERM or SIGINT: what is done is in the shards; record the run, then stop
-        stopped = stop
-        _log(f"fgcam evaluate: {stop.name} after {computed} units: merging the store and recording the run", quiet)
+                if bar is not None:
+                    bar.set_postfix_str(f"{s.name} @ {s.layer}", refresh=False)
+                rows = _run_unit(metric_model, explainer, s, todo(b, s), positions, batch, images, targets, labels,
+                                 prediction, source, config, common, shared)
+                keys = sorted(r["key"] for r in rows)
+                digest = hashlib.sha1("\n".join(keys).encode()).hexdigest()[:12]
+                with signals.deferred():  # a stop signal waits until the shard is written and counted
+                    _write_shard(out, f"b{b:06d}-{s.slug.replace('@', '-at-')}-{digest}", rows)
+                    done.update(keys)
+                    computed += 1
+                    rows_written += len(rows)
+                    unit_images += len(positions)
+                if bar is not None:
+                    bar.update(min(per_unit[b], bar.total - bar.n))  # float sums may overshoot the total
+    stopped = signals.stopped  # SIGTERM or SIGINT: what is done is in the shards; record the run, then stop
+    if stopped is not None:
+        _log(f"fgcam evaluate: {stopped.name} after {computed} units: merging the store and recording the run", quiet)
     world.barrier()
     clock.close()
     all_units, all_rows, all_images, forward_s = world.sum([computed, rows_written, unit_images, clock.seconds])
@@ -361,14 +359,16 @@ class _Stop(BaseException):
 
 
 class _StopSignals:
-    """While the units run (``with``), SIGTERM and SIGINT raise :class:`_Stop` in the main thread, so that a stopped
-    run still merges its shards and writes its record (wall time, units, photos per hour, forward share) to
-    ``runs.jsonl``.  Inside :meth:`deferred` (a shard's write and its counts) the signal waits for the block's end.
-    The previous handlers are back as soon as the ``with`` ends, so a second signal stops the process at once.  Only
-    for a single process (``enabled``): a rank of a multi-process run that left early would hang the others."""
+    """While the units run (``with``), SIGTERM and SIGINT raise :class:`_Stop` in the main thread; it ends the
+    block without propagating and :attr:`stopped` holds it, so that a stopped run still merges its shards and writes
+    its record (wall time, units, photos per hour, forward share) to ``runs.jsonl``.  Inside :meth:`deferred` (a
+    shard's write and its counts) the signal waits for the block's end.  The previous handlers are back as soon as
+    the ``with`` ends, so a second signal stops the process at once.  Only for a single process (``enabled``): a
+    rank of a multi-process run that left early would hang the others."""
 
     def __init__(self, enabled: bool):
         self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.stopped: _Stop | None = None  # the stop that ended the block, which does not propagate
         self._deferring = False
         self._pending: int | None = None
         self._previous: dict = {}
@@ -384,10 +384,13 @@ class _StopSignals:
             self._previous = {s: signal.signal(s, self._handler) for s in (signal.SIGTERM, signal.SIGINT)}
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, exc, tb):
         for s, h in self._previous.items():
             signal.signal(s, h)
         self._previous = {}
+        if isinstance(exc, _Stop):
+            self.stopped = exc
+            return True
         return False
 
     @contextlib.contextmanager
