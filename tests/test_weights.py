@@ -143,3 +143,23 @@ def test_claims_share_the_score_cam_weights(golden, golden_model, masked_calls):
     for name, denoise in (("FG-Score-CAM", False), ("FG-Score-CAMD", True)):
         e = mask_energy(fgcam.explain(golden_model, x, "fg-score-cam", "input", denoise=denoise), masks)
         assert [got[name, str(i)] for i in range(2)] == e.double().tolist()
+
+
+def test_score_cam_runs_each_distinct_image_once(golden, golden_model, masked_calls):
+    """A grid composite is explained once per cell: one image with four targets.  Score-CAM runs the masked images
+    of each distinct (image, activations) pair once and reads every item's target from them; the weights equal
+    those of each item alone, bit for bit (one masked image per pass on both sides)."""
+    x, y = _batch(golden, n=2)
+    images, target = torch.stack([x, y, x, x]), torch.tensor([1, 4, 7, 1])
+    with torch.no_grad():
+        A = golden_model.features[:44](images)
+    both = comp.score_cam_weights(golden_model, images, A, target, batch_size=1)
+    assert masked_calls == [2]  # x and y, not four images
+    for i in range(4):
+        alone = comp.score_cam_weights(golden_model, images[i : i + 1], A[i : i + 1], target[i : i + 1], batch_size=1)
+        assert torch.equal(both[i : i + 1], alone), i
+    assert not torch.equal(both[0], both[2])  # same image, other class
+    other = A.clone()
+    other[2] = other[2].flip(-1)  # the same image with other activations is another pair
+    comp.score_cam_weights(golden_model, images, other, target, batch_size=1)
+    assert masked_calls[-1] == 3
