@@ -180,17 +180,40 @@ def test_too_few_images_are_inconclusive():
     assert v["verdict"] == "inconclusive" and "too few" in v["outcome"]
 
 
-def test_claims_table_tool_has_one_row_per_claim():
-    """``tools/claims_table.py`` (the closing notes' verdict table): one row per claim, a verdict in every cell."""
+def _claims_table_tool():
     import importlib.util
-
-    from fgcam import experiments as E
 
     spec = importlib.util.spec_from_file_location(
         "claims_table", Path(__file__).resolve().parents[1] / "tools" / "claims_table.py")
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
-    text = tool.markdown({"published": E.published_rows()})
+    return tool
+
+
+def test_claims_table_tool_has_one_row_per_claim():
+    """``tools/claims_table.py`` (the closing notes' verdict table): one row per claim, a verdict in every cell."""
+    from fgcam import experiments as E
+
+    text = _claims_table_tool().markdown({"published": E.published_rows()})
     rows = text.splitlines()[2:]
     assert [r.split(" | ")[0].lstrip("| ") for r in rows] == [c.id for c in claims.CLAIMS]
     assert all(r.rstrip(" |").endswith("holds") for r in rows)  # the rule holds on the published numbers
+
+
+def test_claims_table_tool_gives_the_simultaneous_interval_of_a_claim_of_several_comparisons():
+    """A cell names the claim's verdict and critical comparison; where the claim makes several comparisons it also
+    gives that comparison's simultaneous interval (the one that decides "does not hold"), and only there."""
+    from fgcam import experiments as E
+
+    rows = E.read_rows(Path(__file__).resolve().parents[1] / "results" / "offline")
+    cells = _claims_table_tool().column(rows, published=False)
+    several = 0
+    for v in claims.verdicts(rows):
+        if v["verdict"].startswith("not measurable"):
+            continue
+        c = next(c for c in v["comparisons"] if c["label"] == v["critical"])
+        band = f"simultaneous [{c['sim_low']:.4g}, {c['sim_high']:.4g}]"
+        assert cells[v["id"]].startswith(f"{v['verdict']}: {v['critical']} = "), cells[v["id"]]
+        assert (band in cells[v["id"]]) == (len(v["comparisons"]) > 1), cells[v["id"]]
+        several += len(v["comparisons"]) > 1
+    assert several  # the case is exercised on the committed store

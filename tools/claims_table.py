@@ -3,7 +3,8 @@
     python tools/claims_table.py            # published numbers, results/offline, results/real-v1, results/real-v2
 
 A cell is ``fgcam.claims.verdict`` of the claim on that source's rows, followed by the critical comparison and its
-95 % interval.  Where a claim is not measurable on a source (a method or layer the store lacks), the cell gives the
+95 % interval (for a claim of several comparisons also its simultaneous 95 % interval, which decides "does not
+hold").  Where a claim is not measurable on a source (a method or layer the store lacks), the cell gives the
 verdict of its measurable part (``claims.measured_part``), if it has one.  The closing notes of the project quote
 this table; the audit chapter shows the same verdicts from the same functions.
 """
@@ -35,14 +36,25 @@ def column(rows, published: bool) -> dict[str, str]:
             part = claims.measured_part(claim, rows)
             if part is not None and part is not claim:
                 pv = claims.verdict(part, rows)
-                out[v["id"]] = (f"not measurable; measured part: {pv['verdict']}: "
-                                f"{pv['outcome'].split(';')[0].split(': ', 1)[-1]}")
+                out[v["id"]] = f"not measurable; measured part: {pv['verdict']}: {_critical(pv)}"
             else:
                 out[v["id"]] = v["verdict"]
         else:
-            critical = v["outcome"].split(";")[0].split(": ", 1)[-1]
-            out[v["id"]] = v["verdict"] if published else f"{v['verdict']}: {critical}"
+            out[v["id"]] = v["verdict"] if published else f"{v['verdict']}: {_critical(v)}"
     return out
+
+
+def _critical(v: dict) -> str:
+    """The critical comparison with its 95 % interval, and for a claim of several comparisons also its simultaneous
+    95 % interval (the one that decides "does not hold", ``fgcam.claims``): a marginal interval on the wrong side
+    with a simultaneous one across the threshold is *inconclusive*."""
+    text = v["outcome"].split(";")[0].split(": ", 1)[-1]
+    comps = v.get("comparisons") or []
+    if len(comps) > 1:
+        c = next(c for c in comps if c["label"] == v["critical"])
+        need = text.rindex(" (needs ")
+        text = f"{text[:need]}, simultaneous [{c['sim_low']:.4g}, {c['sim_high']:.4g}]{text[need:]}"
+    return text
 
 
 def markdown(profiles: dict) -> str:
