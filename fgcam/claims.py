@@ -408,7 +408,8 @@ def verdict(claim: Claim, rows, n_resamples: int = stats.N_RESAMPLES, seed: int 
     for j, comp in enumerate(claim.comparisons):
         iv = stats.Interval(float(q[j]), float(lo[j]), float(hi[j]), n, level, n_resamples)
         marginal = stats.verdict(iv, comp.threshold, comp.op)
-        simultaneous = stats.verdict((float(slo[j]), float(shi[j])), comp.threshold, comp.op)
+        simultaneous = stats.verdict(stats.Interval(float(q[j]), float(slo[j]), float(shi[j]), n, level,
+                                                    n_resamples), comp.threshold, comp.op)
         comps.append({"label": comp.label, "estimate": float(q[j]), "low": float(lo[j]), "high": float(hi[j]),
                       "sim_low": float(slo[j]), "sim_high": float(shi[j]), "se": float(se[j]),
                       "threshold": comp.threshold, "op": comp.op, "verdict": marginal,

@@ -243,9 +243,13 @@ def verdict(interval, threshold: float = 0.0, direction: str = ">") -> str:
     lies wholly on the other side, ``"inconclusive"`` when it straddles (or touches) the threshold.
 
     ``interval``: an :class:`Interval` or ``(low, high)``; ``direction``: ``">"`` (``"greater"``) for a claim
-    "quantity > threshold", ``"<"`` (``"less"``) for "quantity < threshold". A zero-width interval (a published
-    value) decides on the point: ``holds`` or ``does not hold`` (a value equal to the threshold: ``holds`` for
-    ``">="``/``"<="``, otherwise ``does not hold``).
+    "quantity > threshold", ``"<"`` (``"less"``) for "quantity < threshold". A zero-width interval of a
+    published value (an :class:`Interval` without images, :meth:`Interval.point`, or a plain ``(low, high)``
+    pair) decides on the point: ``holds`` or ``does not hold`` (a value equal to the threshold: ``holds`` for
+    ``">="``/``"<="``, otherwise ``does not hold``). A zero-width interval from a *sample* (an :class:`Interval`
+    with ``n`` images: every image gave the same value, so the bootstrap has no spread) is not a point: one
+    that touches the threshold is ``inconclusive`` like any other (16 images that all tie say little about the
+    next 16), one wholly on a side decides as usual.
     """
     if direction not in _DIRECTIONS:
         raise ValueError(f"direction must be one of {sorted(_DIRECTIONS)}, got {direction!r}")
@@ -255,7 +259,8 @@ def verdict(interval, threshold: float = 0.0, direction: str = ">") -> str:
     if lo > hi:
         raise ValueError(f"interval ({lo}, {hi}): low > high")
     t = float(threshold)
-    if lo == hi:  # a point: no sampling uncertainty to respect
+    sampled = isinstance(interval, Interval) and interval.n is not None
+    if lo == hi and not sampled:  # a published value: no sampling uncertainty to respect
         v = lo
         if v == t:
             return VERDICTS[0] if direction in (">=", "<=") else VERDICTS[1]

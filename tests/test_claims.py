@@ -126,6 +126,31 @@ def test_multi_comparison_rule():
     assert v["verdict"] == "does not hold" and v["critical"].endswith("L2")
 
 
+def test_images_that_all_tie_do_not_decide_does_not_hold():
+    """Average Increase is 0 or 100 per image: two methods can tie on every image of a small sample, and the
+    bootstrap interval of their difference is then [0, 0]. That is no evidence against "FG > X" (real-v2's 16
+    photos gave T4-faithful "does not hold" this way, with a critical comparison whose interval straddled 0): the
+    claim is inconclusive, and when a claim does not hold its critical comparison is one that fails."""
+    n = 40
+    rng = np.random.default_rng(1)
+    def rows(a_values, b_values, layer):  # noqa: E306
+        return [{"table": "X", "image_id": str(i), "layer": layer, "metric": "average_increase_pct", "method": m,
+                 "value": float(v)} for m, vals in (("FG-Grad-CAM", a_values), ("LRP", b_values))
+                for i, v in enumerate(vals)]
+    zeros = np.zeros(n)
+    noisy = 100.0 * (rng.random(n) < 0.5)
+    claim = claims.Claim("x", "X", "", "", (claims._diff("L0", "average_increase_pct", "FG-Grad-CAM", "LRP"),
+                                            claims._diff("L1", "average_increase_pct", "FG-Grad-CAM", "LRP")))
+    tie = claims.verdict(claim, rows(zeros, zeros, "L0") + rows(noisy, noisy * 0, "L1"))
+    assert tie["verdict"] == "inconclusive", tie["outcome"]
+    assert [c["simultaneous_verdict"] for c in tie["comparisons"]] == ["inconclusive", "holds"]
+    worse = 100.0 * (np.arange(n) < 30)  # LRP increases on 30 of 40 images, FG-Grad-CAM on none
+    fail = claims.verdict(claim, rows(zeros, zeros, "L0") + rows(zeros, worse, "L1"))
+    assert fail["verdict"] == "does not hold", fail["outcome"]
+    crit = {c["label"]: c for c in fail["comparisons"]}[fail["critical"]]
+    assert crit["simultaneous_verdict"] == "does not hold" and crit["sim_high"] < 0, fail["outcome"]
+
+
 def test_figure_claims_on_rows():
     """The figure claims take long per-image rows (as figure1_rows etc. return them); published numbers have no
     figure cells, so there they are not measurable."""

@@ -55,6 +55,13 @@ def test_verdict_three_ways_and_on_points():
     assert stats.verdict(stats.Interval.point(3.0), 3.0, "<=") == "holds"
     assert stats.verdict(stats.Interval.point(3.0), 3.0, "<") == "does not hold"
     assert stats.verdict(stats.Interval.point(-1.0), 0.0, ">") == "does not hold"
+    # a zero-width interval from images (every image tied) is not a published point: touching is inconclusive
+    tied = stats.Interval(0.0, 0.0, 0.0, 16, stats.LEVEL, 2000)
+    assert stats.verdict(tied, 0.0, ">") == "inconclusive"
+    assert stats.verdict(tied, 0.0, ">=") == "inconclusive"
+    assert stats.verdict(tied, 0.0, "<") == "inconclusive"
+    assert stats.verdict(tied._replace(estimate=5.0, low=5.0, high=5.0), 0.0, ">") == "holds"
+    assert stats.verdict(tied._replace(estimate=-5.0, low=-5.0, high=-5.0), 0.0, ">") == "does not hold"
     with pytest.raises(ValueError, match="direction"):
         stats.verdict((0, 1), 0.0, "bigger")
     with pytest.raises(ValueError, match="low > high"):

@@ -286,6 +286,12 @@ MUTANTS: list[Mutant] = [
            ("tests/test_stats.py::test_verdict_three_ways_and_on_points",
             "tests/test_stats.py::test_straddling_interval_from_data_is_inconclusive"),
            "an interval straddling the threshold is called a verdict"),
+    Mutant("tied-sample-is-a-point", "statistics", "fgcam/stats.py",
+           "    sampled = isinstance(interval, Interval) and interval.n is not None",
+           "    sampled = False",
+           ("tests/test_stats.py::test_verdict_three_ways_and_on_points",
+            "tests/test_claims.py::test_images_that_all_tie_do_not_decide_does_not_hold"),
+           "images that all tie at the threshold decide 'does not hold' like a published value"),
     # -------------------------------------------------------------------------------------------------- canonizers
     Mutant("bottleneck-without-bn3", "canonizers", "fgcam/canonizers.py",
            "        out = self.bn3(self.conv3(out))", "        out = self.conv3(out)",
