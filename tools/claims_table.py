@@ -47,14 +47,16 @@ def column(rows, published: bool) -> dict[str, str]:
 def _critical(v: dict) -> str:
     """The critical comparison with its 95 % interval, and for a claim of several comparisons also its simultaneous
     95 % interval (the one that decides "does not hold", ``fgcam.claims``): a marginal interval on the wrong side
-    with a simultaneous one across the threshold is *inconclusive*."""
-    text = v["outcome"].split(";")[0].split(": ", 1)[-1]
-    comps = v.get("comparisons") or []
-    if len(comps) > 1:
-        c = next(c for c in comps if c["label"] == v["critical"])
-        need = text.rindex(" (needs ")
-        text = f"{text[:need]}, simultaneous [{c['sim_low']:.4g}, {c['sim_high']:.4g}]{text[need:]}"
-    return text
+    with a simultaneous one across the threshold is *inconclusive*. Built from the verdict's fields (its
+    ``comparisons``), not from its outcome text."""
+    comps = v["comparisons"]
+    c = next(c for c in comps if c["label"] == v["critical"])
+    text = f"{c['label']} = {c['estimate']:.4g}"
+    if v["mode"] == "per-image":
+        text += f" [{c['low']:.4g}, {c['high']:.4g}]"
+        if len(comps) > 1:
+            text += f", simultaneous [{c['sim_low']:.4g}, {c['sim_high']:.4g}]"
+    return f"{text} (needs {c['op']} {c['threshold']:g})"
 
 
 def markdown(profiles: dict) -> str:
