@@ -51,11 +51,9 @@ def _critical(v: dict) -> str:
     ``comparisons``), not from its outcome text."""
     comps = v["comparisons"]
     c = next(c for c in comps if c["label"] == v["critical"])
-    text = f"{c['label']} = {c['estimate']:.4g}"
-    if v["mode"] == "per-image":
-        text += f" [{c['low']:.4g}, {c['high']:.4g}]"
-        if len(comps) > 1:
-            text += f", simultaneous [{c['sim_low']:.4g}, {c['sim_high']:.4g}]"
+    text = f"{c['label']} = {v['interval']}"  # the critical comparison's fgcam.stats.Interval
+    if v["mode"] == "per-image" and len(comps) > 1:
+        text += f", simultaneous [{c['sim_low']:.4g}, {c['sim_high']:.4g}]"
     return f"{text} (needs {c['op']} {c['threshold']:g})"
 
 
