@@ -32,12 +32,13 @@ import torch
 from torch import nn
 
 from fgcam.metrics import default_batch_size
+from fgcam.zoo import IMAGENET_SAMPLES_ENV
 
 __all__ = ["SAMPLES_ENV", "Photo", "BadPhotosError", "samples_folder", "read_synsets", "scan_photos", "load_photos",
            "paper_layer_map", "PhotoSource", "GridSource", "composite_plan", "make_composites"]
 
-#: Environment variable naming the folder of ImageNet sample photos.
-SAMPLES_ENV = "FGCAM_IMAGENET_SAMPLES"
+#: Environment variable naming the folder of ImageNet sample photos (the one :mod:`fgcam.zoo` reads).
+SAMPLES_ENV = IMAGENET_SAMPLES_ENV
 #: The 1000 ILSVRC-2012 synsets in class order (line i = class i), shipped with fgcam.
 SYNSETS_FILE = Path(__file__).resolve().parent / "resources" / "imagenet_synsets.txt"
 _NAME = re.compile(r"^(n\d{8})_(.+)\.(jpe?g|png)$", re.IGNORECASE)

@@ -208,32 +208,13 @@ def imagenet_samples_folder(required: bool = False) -> Path | None:
 
 
 def imagenet_samples(folder: str | Path | None = None) -> list[tuple[Path, int]]:
-    """``(path, ImageNet-1k class id)`` of every ``<synset>_<name>.JPEG`` in ``folder`` (default:
-    :func:`imagenet_samples_folder`), sorted by file name.  The class id is the position of the synset among the
-    1000 sorted ILSVRC-2012 synsets (torchvision's order; logit ``id + 1`` of the bundled MobileNets); the synsets
-    are read from the folder's ``synsets.txt`` if present, else taken from the file names when all 1000 occur."""
-    folder = Path(folder) if folder is not None else imagenet_samples_folder(required=True)
-    files = sorted(folder.glob("n*_*.JPEG"))
-    if not files:
-        raise MissingResourceError(f"{folder}: no <synset>_<name>.JPEG photos in that folder")
-    listing = folder / "synsets.txt"
-    if listing.is_file():
-        synsets = listing.read_text().split()
-    else:
-        synsets = sorted({f.name.split("_", 1)[0] for f in files})
-        if len(synsets) != 1000:
-            raise MissingResourceError(f"{folder}: no synsets.txt, and the photos cover {len(synsets)} synsets, "
-                                       "not all 1000: the class ids cannot be derived")
-    if len(synsets) != 1000 or synsets != sorted(synsets):
-        raise ValueError(f"{listing}: expected the 1000 sorted ILSVRC-2012 synsets, got {len(synsets)} lines")
-    index = {s: i for i, s in enumerate(synsets)}
-    out = []
-    for f in files:
-        synset = f.name.split("_", 1)[0]
-        if synset not in index:
-            raise ValueError(f"{f}: synset {synset} is not an ILSVRC-2012 class")
-        out.append((f, index[synset]))
-    return out
+    """``(path, ImageNet-1k class id)`` of every photo in ``folder`` (default: :func:`imagenet_samples_folder`),
+    in class order.  The listing is :func:`fgcam.real.scan_photos` without decoding the images: class ids follow
+    the folder's ``synsets.txt`` (else the list shipped with fgcam; logit ``id + 1`` of the bundled MobileNets),
+    and misnamed or unknown-synset files are reported together in one :class:`fgcam.real.BadPhotosError`."""
+    from fgcam import real
+
+    return [(p.path, p.class_index) for p in real.scan_photos(folder, check=False)]
 
 
 # -- torchvision --------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from torch import nn
 
 import fgcam
 from fgcam import canonizers, metrics, zoo
+from fgcam.real import BadPhotosError
 from fgcam.graph import ChainError, explaining, record, resolve_leaf
 from fgcam.propagation import image_bounds, propagate
 from fgcam.rules import AddShare, Context, Crop, ZPlus, dropped_relevance
@@ -434,6 +435,12 @@ def test_imagenet_samples_folder_variable(tmp_path, monkeypatch):
     assert zoo.imagenet_samples_folder() == tmp_path
     assert [(p.name, c) for p, c in zoo.imagenet_samples()] == [(f"{synsets[0]}_tench.JPEG", 0),
                                                                 (f"{synsets[7]}_cock.JPEG", 7)]
+    (tmp_path / "README.md").write_text("not a photo, ignored")
+    (tmp_path / "holiday.JPEG").write_bytes(b"")
+    (tmp_path / "n99999999_unicorn.JPEG").write_bytes(b"")
+    with pytest.raises(BadPhotosError) as err:      # the same scanner as the real profile's
+        zoo.imagenet_samples()
+    assert [p.name for p, _ in err.value.problems] == ["holiday.JPEG", "n99999999_unicorn.JPEG"]
 
 
 @pytest.mark.parametrize("name", zoo.REAL_MODELS)
