@@ -209,9 +209,10 @@ def imagenet_samples_folder(required: bool = False) -> Path | None:
 
 def imagenet_samples(folder: str | Path | None = None) -> list[tuple[Path, int]]:
     """``(path, ImageNet-1k class id)`` of every photo in ``folder`` (default: :func:`imagenet_samples_folder`),
-    in class order.  The listing is :func:`fgcam.real.scan_photos` without decoding the images: class ids follow
-    the folder's ``synsets.txt`` (else the list shipped with fgcam; logit ``id + 1`` of the bundled MobileNets),
-    and misnamed or unknown-synset files are reported together in one :class:`fgcam.real.BadPhotosError`."""
+    in class order.  The listing is :func:`fgcam.real.scan_photos` without decoding the images: the class id is
+    the synset's line in the folder's ``synsets.txt``, else in the list shipped with fgcam (logit ``id + 1`` of the
+    bundled MobileNets); misnamed and unknown-synset files are reported together in one
+    :class:`fgcam.real.BadPhotosError`, and a missing folder is a ``FileNotFoundError`` naming the variable."""
     from fgcam import real
 
     return [(p.path, p.class_index) for p in real.scan_photos(folder, check=False)]
