@@ -31,14 +31,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from fgcam import zoo
 from fgcam.metrics import default_batch_size
-from fgcam.zoo import IMAGENET_SAMPLES_ENV
 
 __all__ = ["SAMPLES_ENV", "Photo", "BadPhotosError", "samples_folder", "read_synsets", "scan_photos", "load_photos",
            "paper_layer_map", "PhotoSource", "GridSource", "composite_plan", "make_composites"]
 
 #: Environment variable naming the folder of ImageNet sample photos (the one :mod:`fgcam.zoo` reads).
-SAMPLES_ENV = IMAGENET_SAMPLES_ENV
+SAMPLES_ENV = zoo.IMAGENET_SAMPLES_ENV
 #: The 1000 ILSVRC-2012 synsets in class order (line i = class i), shipped with fgcam.
 SYNSETS_FILE = Path(__file__).resolve().parent / "resources" / "imagenet_synsets.txt"
 _NAME = re.compile(r"^(n\d{8})_(.+)\.(jpe?g|png)$", re.IGNORECASE)
@@ -72,7 +72,6 @@ def samples_folder(folder: str | Path | None = None) -> Path:
     """The photo folder: ``folder``, else :func:`fgcam.zoo.imagenet_samples_folder` (``$FGCAM_IMAGENET_SAMPLES``,
     else ``../shared/imagenet-sample-images`` beside a source checkout).  Raises ``FileNotFoundError`` naming the
     variable when there is none."""
-    from fgcam import zoo
     from fgcam.imagenet import MissingResourceError
 
     if folder is None:
@@ -409,8 +408,6 @@ DEFAULT_COMPOSITES = 200
 
 def load_model(name: str | None = None) -> tuple[nn.Module, dict]:
     """A real ImageNet model by name (:data:`fgcam.zoo.REAL_MODELS`) -> ``(model, spec)``, in eval mode."""
-    from fgcam import zoo
-
     name = name or DEFAULT_MODEL
     if name not in zoo.REAL_MODELS:
         raise ValueError(f"unknown real model {name!r}; valid: {', '.join(zoo.REAL_MODELS)}")
@@ -459,6 +456,4 @@ def record_photos(out: str | Path, source: RealSource) -> Path:
 
 def class_labels(spec: dict) -> list[str]:
     """The model's label per logit (``imagenet_labels.txt`` beside the real models: 1001 with ``background``)."""
-    from fgcam import zoo
-
     return zoo.labels(zoo.real_models_folder())
